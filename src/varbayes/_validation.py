@@ -67,8 +67,7 @@ def check_finite(x: torch.Tensor, name: str) -> torch.Tensor:
     if x.dtype.is_floating_point and not bool(torch.isfinite(x).all()):
         n_bad = int((~torch.isfinite(x)).sum())
         raise ValueError(
-            f"{name} must be finite; it holds {n_bad} NaN or infinite value(s) "
-            f"({_describe(x)})"
+            f"{name} must be finite; it holds {n_bad} NaN or infinite value(s) ({_describe(x)})"
         )
     return x
 
