@@ -1,0 +1,49 @@
+"""Data sets: MNIST (IDX files, verified download), binarization, binarized MNIST (.amat).
+
+Data live in one directory per data set: the ``root`` argument of a loader, else
+``$VARBAYES_DATA/<name>`` (``mnist``, ``binarized_mnist``), else
+``~/.cache/varbayes/<name>``.
+"""
+
+from varbayes.data._files import DataNotFoundError
+from varbayes.data.amat import (
+    BINARIZED_MNIST_ROWS,
+    BINARIZED_MNIST_URL,
+    load_binarized_mnist,
+    read_amat,
+)
+from varbayes.data.binarize import dynamic_binarize, static_binarize
+from varbayes.data.download import DownloadError, download_file, sha256_of_file
+from varbayes.data.idx import idx_magic, read_idx, write_idx
+from varbayes.data.mnist import (
+    MNIST,
+    MNIST_FILES,
+    MNIST_MIRRORS,
+    MNIST_SHA256,
+    download_mnist,
+    load_mnist,
+    mnist_dir,
+)
+
+__all__ = [
+    "BINARIZED_MNIST_ROWS",
+    "BINARIZED_MNIST_URL",
+    "MNIST",
+    "MNIST_FILES",
+    "MNIST_MIRRORS",
+    "MNIST_SHA256",
+    "DataNotFoundError",
+    "DownloadError",
+    "download_file",
+    "download_mnist",
+    "dynamic_binarize",
+    "idx_magic",
+    "load_binarized_mnist",
+    "load_mnist",
+    "mnist_dir",
+    "read_amat",
+    "read_idx",
+    "sha256_of_file",
+    "static_binarize",
+    "write_idx",
+]
