@@ -34,8 +34,8 @@ def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[
         )
     fd, tmp = tempfile.mkstemp(
         dir=path.parent,
-        prefix=f".{path.name}.",
-        suffix=(suffix if suffix is not None else path.suffix) + ".part",
+        prefix=f".{path.name}.part-",
+        suffix=suffix if suffix is not None else path.suffix,
     )
     os.close(fd)
     tmp_path = Path(tmp)

@@ -44,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     if func is None:
         # A command group given without its sub-command prints that group's help.
         (getattr(args, "group_parser", None) or parser).print_help()
-        return 0 if args.command is None else 2
+        return 0
     try:
         return int(func(args) or 0)
     except (ValueError, OSError) as exc:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
+from varbayes.conjugate import NormalKnownVariance
 from varbayes.heights import heights_data, heights_example
 
 
@@ -60,6 +61,7 @@ def _read_column(path: Path) -> np.ndarray:
 
 
 def _heights(args) -> int:
+    NormalKnownVariance(args.prior_mean, args.prior_std, args.noise_std)  # validate flags first
     if args.data is not None:
         data = _read_column(args.data)
         source = str(args.data)
