@@ -54,8 +54,14 @@ def plot_densities(
     for label, dist in curves.items():
         dens = dist.log_prob(g.to(dist.mean.dtype)).exp().detach().cpu()
         ax.plot(g.numpy(), dens.numpy(), label=label, lw=2)
-    for (label, value), style in zip((markers or {}).items(), [":", "--", "-."] * 10):
-        ax.axvline(float(value), ls=style, lw=1.2, color="gray", label=f"{label} = {value:.4g}")
+    for i, (label, value) in enumerate((markers or {}).items()):
+        ax.axvline(
+            float(value),
+            ls=[":", "--", "-."][i % 3],
+            lw=1.2,
+            color="gray",
+            label=f"{label} = {value:.4g}",
+        )
     if data is not None:
         ax.plot(data.cpu().numpy(), [0] * len(data), "|", color="k", ms=12, label="data")
     ax.set_xlabel(xlabel)
