@@ -155,10 +155,10 @@ def test_fit_evidence_matches_sklearn_bayesian_ridge():
         max_iter=2000,
         compute_score=True,
     ).fit(X, y)
-    assert float(ours._alpha) == pytest.approx(ref.lambda_, rel=1e-6)
+    assert float(ours.prior_precision) == pytest.approx(ref.lambda_, rel=1e-6)
     assert float(ours.noise_variance) == pytest.approx(1 / ref.alpha_, rel=1e-6)
     np.testing.assert_allclose(ours.posterior_mean.numpy(), ref.coef_, rtol=1e-6)
-    prior = BayesianLinearRegression(float(ours._alpha), float(ours.noise_variance))
+    prior = BayesianLinearRegression(float(ours.prior_precision), float(ours.noise_variance))
     assert float(prior.log_marginal_likelihood(X, y)) == pytest.approx(ref.scores_[-1], abs=1e-6)
 
 
@@ -166,7 +166,7 @@ def test_evidence_picks_the_prior_precision():
     """On a grid of α the evidence peaks next to fit_evidence's α, and both beat far-off α."""
     X, y = _data(n=200, d=6, noise=0.5, seed=5)
     best = BayesianLinearRegression.fit_evidence(X, y)
-    s2, a_star = float(best.noise_variance), float(best._alpha)
+    s2, a_star = float(best.noise_variance), float(best.prior_precision)
     grid = a_star * np.logspace(-2, 2, 41)
     ev = [float(BayesianLinearRegression(a, s2).log_marginal_likelihood(X, y)) for a in grid]
     assert abs(int(np.argmax(ev)) - 20) <= 1

@@ -85,6 +85,11 @@ class BayesianLinearRegression:
         return self.noise_variance is not None
 
     @property
+    def prior_precision(self) -> torch.Tensor:
+        """α: the prior precision of w (scalar, or (D,) for a diagonal prior)."""
+        return self._alpha
+
+    @property
     def ridge_penalty(self) -> torch.Tensor:
         """λ such that θ_MP = argmin ‖y - Xw‖² + λ‖w - m₀‖² (per coordinate if α is a vector)."""
         return self._alpha * self.noise_variance if self.known_noise else self._alpha
