@@ -33,9 +33,9 @@ def register(sub) -> None:
     p.add_argument(
         "--correlation", type=float, default=0.8, help="correlation of neighbouring columns of X"
     )
-    p.add_argument("--steps", type=int, default=2000, help="SVI steps (Adam)")
-    p.add_argument("--lr", type=float, default=0.02, help="SVI learning rate")
-    p.add_argument("--particles", type=int, default=8, help="SVI particles per step")
+    p.add_argument("--steps", type=int, default=1000, help="SVI steps (Adam)")
+    p.add_argument("--lr", type=float, default=0.05, help="SVI learning rate")
+    p.add_argument("--particles", type=int, default=4, help="SVI particles per step")
     p.add_argument("--seed", type=int, default=0, help="seed of the data and of SVI")
     p.add_argument("--plot", type=Path, default=Path("four_modes.png"), help="PNG to write")
     p.add_argument("--no-plot", action="store_true", help="do not write the figure")

@@ -1,0 +1,275 @@
+"""Log joints log p(x, θ) = log p(x | θ) + log p(θ) for the variational-inference demos.
+
+A :class:`LogJoint` keeps the two terms of the joint apart, because the
+analytic-KL form of the ELBO,
+
+    ELBO(q) = E_q[log p(x | θ)] - KL(q(θ) || p(θ)),
+
+needs them separately, and because stochastic VI on a minibatch B of the N data
+points replaces the likelihood by the unbiased estimate (N/B) Σ_{n∈B} log p(x_n | θ).
+
+Shapes: θ holds S particles, ``(S, D)``; every log density returns ``(S,)``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import torch
+from torch.distributions import Distribution, Independent, MultivariateNormal, Normal
+
+from varbayes._validation import as_tensor, check_finite
+
+__all__ = ["LogJoint", "LinearRegression", "LogisticRegression"]
+
+
+class LogJoint:
+    """A log joint log p(x, θ) = scale · Σ_n log p(x_n | θ) + log p(θ).
+
+    Parameters
+    ----------
+    log_likelihood : callable
+        ``log_likelihood(theta, *data) -> (S,)``: Σ_n log p(x_n | θ) over the rows of
+        ``data`` for particles ``theta`` of shape ``(S, D)``.
+    prior : torch.distributions.Distribution
+        p(θ) with ``event_shape == (D,)`` and ``batch_shape == ()``.
+    data : tuple of tensors
+        The data, all with the same first dimension N (may be empty).
+    scale : float
+        Multiplier of the likelihood (N/B on a minibatch of B rows; 1 on the full data).
+
+    Calling the object evaluates the joint: ``log_joint(theta) -> (S,)``.
+    """
+
+    def __init__(
+        self,
+        log_likelihood: Callable[..., torch.Tensor],
+        prior: Distribution,
+        data: tuple[torch.Tensor, ...] = (),
+        *,
+        scale: float = 1.0,
+    ):
+        if not callable(log_likelihood):
+            raise TypeError(f"log_likelihood must be callable; got {type(log_likelihood).__name__}")
+        if not isinstance(prior, Distribution):
+            raise TypeError(
+                f"prior must be a torch.distributions.Distribution; got {type(prior).__name__}"
+            )
+        if prior.batch_shape != torch.Size() or len(prior.event_shape) != 1:
+            raise ValueError(
+                "prior must have batch_shape () and a 1-D event_shape (D,); got batch_shape "
+                f"{tuple(prior.batch_shape)} and event_shape {tuple(prior.event_shape)} "
+                "(wrap a Normal with Independent(Normal(loc, scale), 1))"
+            )
+        data = tuple(data)
+        if data:
+            n = data[0].shape[0]
+            for i, d in enumerate(data):
+                if d.shape[0] != n:
+                    raise ValueError(
+                        f"data[{i}] must have {n} rows like data[0]; got shape {tuple(d.shape)}"
+                    )
+        self._log_likelihood = log_likelihood
+        self.prior = prior
+        self.data = data
+        self.scale = float(scale)
+
+    @property
+    def num_data(self) -> int:
+        """N, the number of rows of the data (0 without data)."""
+        return int(self.data[0].shape[0]) if self.data else 0
+
+    @property
+    def dim(self) -> int:
+        """D, the dimension of θ."""
+        return int(self.prior.event_shape[0])
+
+    def log_likelihood(self, theta: torch.Tensor) -> torch.Tensor:
+        """scale · Σ_n log p(x_n | θ) for ``theta`` of shape ``(S, D)``; returns ``(S,)``."""
+        out = self._log_likelihood(theta, *self.data)
+        return out * self.scale if self.scale != 1.0 else out
+
+    def __call__(self, theta: torch.Tensor) -> torch.Tensor:
+        """log p(x, θ) for ``theta`` of shape ``(S, D)``; returns ``(S,)``."""
+        return self.log_likelihood(theta) + self.prior.log_prob(theta)
+
+    def subsample(self, index: torch.Tensor) -> LogJoint:
+        """The minibatch log joint (N/B) Σ_{n∈B} log p(x_n | θ) + log p(θ) for rows ``index``."""
+        index = torch.as_tensor(index)
+        b = int(index.numel())
+        view = object.__new__(type(self))
+        view.__dict__.update(self.__dict__)
+        view.data = tuple(d[index] for d in self.data)
+        view.scale = self.scale * self.num_data / b
+        view._subsampled(index)
+        return view
+
+    def _subsampled(self, index: torch.Tensor) -> None:
+        """Hook for subclasses that cache statistics of the data."""
+
+    # Hand-derived gradients (optional; used by the fast SVI path).
+    def value_and_grad(self, theta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """(log p(x, θ), ∇_θ log p(x, θ)) of shapes ``(S,)`` and ``(S, D)``, or ``None``
+        when the model has no hand-derived gradient (autograd is then used)."""
+        if type(self)._value_and_grad_impl is LogJoint._value_and_grad_impl:
+            return None
+        return self._value_and_grad_impl(theta, self.scale, *self.grad_inputs())
+
+    def grad_inputs(self) -> tuple[torch.Tensor, ...]:
+        """The tensors :meth:`_value_and_grad_impl` reads (the data and cached statistics)."""
+        return self.data
+
+    def _value_and_grad_impl(self, theta, scale, *inputs):
+        """log p(x, θ) and ∇_θ from explicit tensors (a pure function, so it can be compiled).
+
+        ``scale`` multiplies the likelihood; ``inputs`` come from :meth:`grad_inputs`.
+        Subclasses with a hand-derived gradient override it."""
+        raise NotImplementedError
+
+
+def _normal_prior_value_and_grad(
+    prior: Distribution, theta: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """log p(θ) and its gradient for a Normal prior (Independent(Normal) or MultivariateNormal)."""
+    if isinstance(prior, Independent) and isinstance(prior.base_dist, Normal):
+        loc, scale = prior.base_dist.loc, prior.base_dist.scale
+        z = (theta - loc) / scale
+        value = -0.5 * (z * z).sum(-1) - (scale.log().sum() + 0.5 * theta.shape[-1] * _LOG_2PI)
+        return value, -z / scale
+    if isinstance(prior, MultivariateNormal):
+        diff = theta - prior.loc
+        grad = -diff @ prior.precision_matrix
+        return prior.log_prob(theta), grad
+    return None
+
+
+def _isotropic_prior_value_and_grad(theta, variance: float, const: float):
+    """log N(θ | 0, v I) = -|θ|²/(2v) - const and its gradient -θ/v (few kernels)."""
+    return (theta * theta).sum(-1).mul(-0.5 / variance).sub(const), theta.mul(-1.0 / variance)
+
+
+_LOG_2PI = math.log(2 * math.pi)
+
+
+class LinearRegression(LogJoint):
+    """Bayesian linear regression with known noise: y_n ~ N(x_nᵀ θ, σ²), θ ~ N(0, α⁻¹ I).
+
+    Parameters
+    ----------
+    X : (N, D) design matrix (its floating dtype is kept unless ``dtype`` is given).
+    y : (N,) targets.
+    noise_scale : σ, the known noise standard deviation.
+    prior_scale : α^{-1/2}, the prior standard deviation of each coefficient.
+    """
+
+    def __init__(self, X, y, *, noise_scale: float = 1.0, prior_scale: float = 1.0, dtype=None):
+        X, y = _check_xy(X, y, dtype)
+        self.noise_scale = _positive_float(noise_scale, "noise_scale")
+        self.prior_scale = _positive_float(prior_scale, "prior_scale")
+        prior = Independent(
+            Normal(torch.zeros(X.shape[1], dtype=X.dtype), self.prior_scale * X.new_ones(())), 1
+        )
+        super().__init__(self._loglik, prior, (X, y))
+
+    def _loglik(self, theta, X, y):
+        r = (y - theta @ X.T) / self.noise_scale
+        return -0.5 * (r * r).sum(-1) - X.shape[0] * (math.log(self.noise_scale) + 0.5 * _LOG_2PI)
+
+    def _value_and_grad_impl(self, theta, scale, X, y):
+        """log p(y, θ | X) and ∇_θ, ``(S,)`` and ``(S, D)``; gradient Xᵀ(y - Xθ)/σ² - θ/s²."""
+        r = y - theta @ X.T
+        s2 = self.noise_scale**2
+        lik = -0.5 * (r * r).sum(-1) / s2 - X.shape[0] * (
+            math.log(self.noise_scale) + 0.5 * _LOG_2PI
+        )
+        g = (r @ X) / s2
+        pv, pg = _normal_prior_value_and_grad(self.prior, theta)
+        return scale * lik + pv, scale * g + pg
+
+
+class LogisticRegression(LogJoint):
+    """Bayesian logistic regression: y_n ~ Bernoulli(sigmoid(x_nᵀ θ)), θ ~ N(0, s² I).
+
+    log p(y | X, θ) = Σ_n [y_n · x_nᵀθ - softplus(x_nᵀθ)] (stable for any logit).
+
+    Parameters
+    ----------
+    X : (N, D) design matrix.
+    y : (N,) labels in {0, 1}.
+    prior_scale : s, the prior standard deviation of each coefficient.
+    """
+
+    def __init__(self, X, y, *, prior_scale: float = 1.0, dtype=None):
+        X, y = _check_xy(X, y, dtype)
+        if not bool(((y == 0) | (y == 1)).all()):
+            raise ValueError("y must hold labels 0 or 1 for logistic regression")
+        self.prior_scale = _positive_float(prior_scale, "prior_scale")
+        prior = Independent(
+            Normal(torch.zeros(X.shape[1], dtype=X.dtype), self.prior_scale * X.new_ones(())), 1
+        )
+        super().__init__(self._loglik, prior, (X, y))
+        self._cache()
+
+    def _cache(self):
+        X, y = self.data
+        self._Xty = y @ X
+        # X stored column-major as well: both X θ and Xᵀr then read it with unit stride
+        # (about 1.5x faster matrix-vector products on CPU)
+        self._XT = X.T.contiguous()
+        d = X.shape[1]
+        self._prior_var = self.prior_scale**2
+        self._prior_const = 0.5 * d * math.log(2 * math.pi * self._prior_var)
+
+    def _subsampled(self, index):
+        self._cache()
+
+    def _loglik(self, theta, X, y):
+        logits = theta @ X.T
+        return (y * logits).sum(-1) - torch.nn.functional.softplus(logits).sum(-1)
+
+    def grad_inputs(self):
+        """(Xᵀ as a contiguous (D, N) tensor, Xᵀy): the likelihood's data statistics."""
+        return self._XT, self._Xty
+
+    def _value_and_grad_impl(self, theta, scale, XT, Xty):
+        """log p(y, θ | X) and ∇_θ = Xᵀ(y - sigmoid(Xθ)) - θ/s²; ``(S,)`` and ``(S, D)``.
+
+        Σ_n y_n x_nᵀθ = θᵀ(Xᵀy) uses the cached Xᵀy, so one step reads X twice (Xθ and
+        Xᵀσ(Xθ)) and touches the N logits in two element-wise passes."""
+        if theta.shape[0] == 1:  # one particle: matrix-vector products (BLAS gemv)
+            t = theta[0]
+            logits = torch.mv(XT.T, t)
+            lik = (t @ Xty - torch.nn.functional.softplus(logits).sum())[None]
+            g = (Xty - torch.mv(XT, torch.sigmoid(logits)))[None]
+        else:
+            logits = theta @ XT
+            lik = theta @ Xty - torch.nn.functional.softplus(logits).sum(-1)
+            g = Xty - torch.sigmoid(logits) @ XT.T
+        pv, pg = _isotropic_prior_value_and_grad(theta, self._prior_var, self._prior_const)
+        return lik.mul_(scale).add_(pv), g.mul_(scale).add_(pg)
+
+
+def _check_xy(X, y, dtype):
+    X = as_tensor(X, "X", dtype=dtype)
+    if not X.dtype.is_floating_point:
+        X = X.to(torch.get_default_dtype())
+    y = as_tensor(y, "y", dtype=X.dtype)
+    if X.ndim != 2:
+        raise ValueError(f"X must be a 2-D (N, D) matrix; got shape {tuple(X.shape)}")
+    if y.ndim != 1 or y.shape[0] != X.shape[0]:
+        raise ValueError(
+            f"y must be a 1-D vector with {X.shape[0]} entries (one per row of X); "
+            f"got shape {tuple(y.shape)}"
+        )
+    check_finite(X, "X")
+    check_finite(y, "y")
+    return X, y
+
+
+def _positive_float(value, name: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a positive number; got {value!r}")
+    if not (math.isfinite(value) and value > 0):
+        raise ValueError(f"{name} must be a finite number > 0; got {value!r}")
+    return float(value)
