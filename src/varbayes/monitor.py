@@ -185,7 +185,8 @@ class ConvergenceMonitor:
             cur = sum(st.history[-w:]) / w
             prev = sum(st.history[-2 * w : -w]) / w
             change = cur - prev
-            fell = self.monotone and change < 0
+            # a fall within rounding (decrease_tol) at a fixed point is "no change"
+            fell = self.monotone and change < -self.decrease_tol * max(1.0, abs(prev))
             if not fell and (
                 abs(change) < self.tol or (self.rtol > 0 and abs(change) < self.rtol * abs(cur))
             ):

@@ -1,0 +1,270 @@
+"""``varbayes vae train|eval|plot``: variational autoencoders on MNIST from the command line."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from varbayes.vae.config import (
+    ACTIVATIONS,
+    ARCHITECTURES,
+    BINARIZATIONS,
+    DATASETS,
+    KL_ESTIMATORS,
+    LIKELIHOODS,
+    OBJECTIVES,
+    VAEConfig,
+)
+
+_D = VAEConfig()
+
+
+def _ints(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(v) for v in text.replace(",", " ").split())
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated integers like 512,256; got {text!r}"
+        ) from None
+
+
+# (flag, config field, type, choices, help); every default comes from VAEConfig.
+_CONFIG_OPTIONS = [
+    ("--latent-dim", "latent_dim", int, None, "size L of the latent z"),
+    ("--arch", "architecture", str, ARCHITECTURES, "encoder/decoder networks"),
+    ("--hidden", "hidden", _ints, None, "hidden widths of the encoder (decoder mirrors them)"),
+    ("--conv-channels", "conv_channels", _ints, None, "channels of the conv layers"),
+    ("--activation", "activation", str, ACTIVATIONS, "hidden activation"),
+    ("--likelihood", "likelihood", str, LIKELIHOODS, "decoder distribution p(x|z)"),
+    ("--gaussian-std", "gaussian_std", float, None, "std of the Gaussian likelihood"),
+    ("--objective", "objective", str, OBJECTIVES, "training objective"),
+    ("--kl", "kl", str, KL_ESTIMATORS, "KL term: closed form or Monte Carlo"),
+    ("--k", "num_samples", int, None, "samples of z per image (the k of IWAE)"),
+    ("--beta", "beta", float, None, "weight of the KL term"),
+    ("--warmup-epochs", "warmup_epochs", float, None, "KL warm-up length (0: none)"),
+    ("--dataset", "dataset", str, DATASETS, "training data"),
+    ("--binarize", "binarize", str, BINARIZATIONS, "binarization of grey-level MNIST"),
+    ("--val-size", "val_size", int, None, "training images held out for validation"),
+    ("--train-size", "train_size", int, None, "use only this many training images"),
+    ("--epochs", "epochs", int, None, "number of epochs"),
+    ("--batch-size", "batch_size", int, None, "minibatch size"),
+    ("--lr", "lr", float, None, "Adam learning rate"),
+    ("--lr-schedule", "lr_schedule", str, ("constant", "burda"), "learning-rate schedule"),
+    ("--seed", "seed", int, None, "seed of weights, data order and noise"),
+]
+
+
+def _default_text(field: str) -> str:
+    v = getattr(_D, field)
+    if isinstance(v, tuple):
+        return ",".join(str(i) for i in v)
+    return "all" if v is None else str(v)
+
+
+def register(sub) -> None:
+    """Add ``vae`` and its sub-commands to the top-level parser."""
+    group = sub.add_parser(
+        "vae",
+        help="variational autoencoders: train, evaluate and draw (MNIST)",
+        description=(
+            "Variational autoencoder: q(z|x) = N(mu(x), diag sigma^2(x)), z = mu + sigma * eps, "
+            "ELBO = E_q[log p(x|z)] - KL(q(z|x) || p(z)). `varbayes vae train` with no "
+            "options trains a 2-D latent VAE on MNIST and draws its manifold."
+        ),
+    )
+    group.set_defaults(group_parser=group)
+    cmds = group.add_subparsers(dest="vae_command", metavar="COMMAND")
+
+    t = cmds.add_parser(
+        "train",
+        help="train a VAE (default: 2-D latent on MNIST) and draw the manifold figure",
+        description=(
+            "Train a VAE with Adam, writing a checkpoint each epoch, metrics.jsonl and, at "
+            "the end, manifold.png and curves.png into --out. Several processes: "
+            "torchrun --nproc_per_node=N --no-python varbayes vae train ..."
+        ),
+    )
+    for flag, field, typ, choices, text in _CONFIG_OPTIONS:
+        t.add_argument(
+            flag,
+            dest=field,
+            type=typ,
+            choices=choices,
+            default=None,
+            help=f"{text} (default: {_default_text(field)})",
+        )
+    t.add_argument("--learn-std", action="store_true", default=None, help="learn the Gaussian std")
+    t.add_argument("--out", type=Path, default=Path("runs/vae"), help="run directory")
+    t.add_argument("--resume", action="store_true", help="continue the run in --out")
+    t.add_argument("--data-root", type=Path, default=None, help="data directory")
+    t.add_argument("--device", default="cpu", help="torch device (cpu, cuda, ...)")
+    t.add_argument("--compile", action="store_true", help="torch.compile the loss")
+    t.add_argument("--no-progress", action="store_true", help="no progress bar")
+    t.add_argument("--no-plot", action="store_true", help="do not draw figures at the end")
+    t.add_argument("--log-every", type=int, default=50, help="batches between metric reads")
+    t.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="intra-op CPU threads per process (small batches gain little from more, and "
+        "threads that wait on each other slow down sharply on a busy machine; 0: torch default)",
+    )
+    t.set_defaults(func=_train)
+
+    e = cmds.add_parser(
+        "eval",
+        help="test ELBO, NLL (IWAE k=5000), KL per dimension, active units",
+        description="Evaluate a checkpoint on the test set; prints a table and writes JSON.",
+    )
+    e.add_argument("checkpoint", type=Path, help="run directory or checkpoint directory")
+    e.add_argument("--k", type=int, default=5000, help="importance samples of the NLL (0: skip)")
+    e.add_argument("--test-size", type=int, default=None, help="first N test images (default all)")
+    e.add_argument("--batch-size", type=int, default=100, help="images per evaluation batch")
+    e.add_argument("--seed", type=int, default=0, help="seed of the noise")
+    e.add_argument("--json", type=Path, default=None, help="JSON output (default CKPT/eval.json)")
+    e.add_argument("--data-root", type=Path, default=None, help="data directory")
+    e.add_argument("--device", default="cpu", help="torch device")
+    e.add_argument("--no-progress", action="store_true", help="no progress bar")
+    e.add_argument("--threads", type=int, default=1, help="intra-op CPU threads (0: default)")
+    e.set_defaults(func=_eval)
+
+    p = cmds.add_parser(
+        "plot",
+        help="manifold, reconstructions, samples, latent scatter, training curves (PNG)",
+        description="Draw the figures of a checkpoint into --out-dir.",
+    )
+    p.add_argument("checkpoint", type=Path, help="run directory or checkpoint directory")
+    p.add_argument("--out-dir", type=Path, default=None, help="default: the run directory")
+    p.add_argument("--grid", type=int, default=20, help="manifold grid size n (n x n)")
+    p.add_argument("--test-size", type=int, default=5000, help="test images in the scatter")
+    p.add_argument("--data-root", type=Path, default=None, help="data directory")
+    p.set_defaults(func=_plot)
+
+
+def _config_from_args(args) -> dict:
+    given = {f: getattr(args, f) for _, f, *_ in _CONFIG_OPTIONS if getattr(args, f) is not None}
+    if args.learn_std:
+        given["learn_std"] = True
+    return given
+
+
+def _train(args) -> int:
+    from varbayes.vae.checkpoint import load_checkpoint
+    from varbayes.vae.train import Trainer, TrainingDivergedError
+
+    _set_threads(args.threads)
+    given = _config_from_args(args)
+    if args.resume:
+        saved = load_checkpoint(args.out, with_state=False).config
+        others = sorted(set(given) - {"epochs"})
+        if others:
+            raise ValueError(
+                "--resume continues the saved configuration; only --epochs may be given; "
+                f"got {', '.join('--' + o.replace('_', '-') for o in others)}"
+            )
+        config = saved.replace(**given)
+    else:
+        config = VAEConfig(**given)
+    trainer = Trainer(
+        config,
+        args.out,
+        data_root=args.data_root,
+        device=args.device,
+        compile=args.compile,
+        progress=not args.no_progress,
+        verbose=True,
+        log_every=args.log_every,
+    )
+    try:
+        result = trainer.fit(resume=args.resume)
+    except TrainingDivergedError as exc:
+        print(f"varbayes: error: {exc}", file=sys.stderr)
+        return 1
+    if trainer.rank != 0:
+        return 0
+    if result.interrupted:
+        print(
+            f"interrupted: checkpoint saved in {result.checkpoint}; continue with "
+            f"varbayes vae train --resume --out {args.out}"
+        )
+        return 130
+    last = result.history[-1]
+    print(
+        f"trained {result.epochs_done} epochs: validation ELBO {last['val_elbo']:.3f} nats; "
+        f"checkpoint {result.checkpoint}"
+    )
+    if not args.no_plot:
+        from varbayes.vae.plot import plot_manifold, plot_training_curves
+
+        model = result.model.eval().cpu()
+        if config.latent_dim >= 2:
+            print(f"figure: {plot_manifold(model, args.out / 'manifold.png')}")
+        print(f"figure: {plot_training_curves(result.history, args.out / 'curves.png')}")
+    return 0
+
+
+def _set_threads(threads: int) -> None:
+    import torch
+
+    if threads < 0:
+        raise ValueError(f"--threads must be >= 0; got {threads}")
+    if threads:
+        torch.set_num_threads(threads)
+
+
+def _eval(args) -> int:
+    from varbayes.vae.checkpoint import load_model, resolve_checkpoint
+    from varbayes.vae.data import load_test_data
+    from varbayes.vae.evaluate import evaluate, format_table
+
+    _set_threads(args.threads)
+    model = load_model(args.checkpoint, map_location=args.device)
+    x, _ = load_test_data(model.config, args.data_root, args.test_size)
+    metrics = evaluate(
+        model,
+        x.to(args.device),
+        k=args.k,
+        batch_size=args.batch_size,
+        seed=args.seed,
+        progress=not args.no_progress,
+    )
+    metrics["checkpoint"] = str(resolve_checkpoint(args.checkpoint))
+    print(format_table(metrics))
+    out = args.json
+    if out is None:
+        base = args.checkpoint if args.checkpoint.is_dir() else args.checkpoint.parent
+        out = base / "eval.json"
+    from varbayes._io import atomic_write
+
+    with atomic_write(out) as f:
+        f.write((json.dumps(metrics, indent=2) + "\n").encode())
+    print(f"json: {out}")
+    return 0
+
+
+def _plot(args) -> int:
+    from varbayes.vae import plot as vplot
+    from varbayes.vae.checkpoint import load_checkpoint
+    from varbayes.vae.data import load_test_data
+
+    ckpt = load_checkpoint(args.checkpoint, with_state=True)
+    model = ckpt.model.eval()
+    out = args.out_dir
+    if out is None:
+        out = args.checkpoint if args.checkpoint.is_dir() else args.checkpoint.parent
+    out.mkdir(parents=True, exist_ok=True)
+    x, labels = load_test_data(model.config, args.data_root, args.test_size)
+    written = []
+    if model.latent_dim >= 2:
+        written.append(vplot.plot_manifold(model, out / "manifold.png", n=args.grid))
+    written.append(vplot.plot_reconstructions(model, x, out / "reconstructions.png"))
+    written.append(vplot.plot_samples(model, out / "samples.png"))
+    written.append(vplot.plot_latent_scatter(model, x, out / "latent.png", labels))
+    history = json.loads(ckpt.state["history"])
+    if history:
+        written.append(vplot.plot_training_curves(history, out / "curves.png"))
+    for w in written:
+        print(f"figure: {w}")
+    return 0

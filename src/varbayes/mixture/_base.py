@@ -1,0 +1,629 @@
+"""The shared EM / CAVI loop, the chunked E-step and the hyper-parameter table.
+
+A mixture model has latent assignments z_i ∈ {1..K} for the data x_i (i = 1..N)
+and parameters θ = (π, μ, Σ). For any distribution q(z) over the assignments,
+
+    log p(x | θ) = ELBO(q, θ) + KL(q(z) || p(z | x, θ)),
+    ELBO(q, θ)   = Σ_i E_q[log p(x_i, z_i | θ)] - Σ_i E_q[log q(z_i)].
+
+EM and mean-field CAVI both alternate two closed-form coordinate steps on this
+one objective:
+
+* E-step: q(z_i = k) = r_ik ∝ exp(ρ_ik), with ρ_ik = log π_k + log N(x_i | μ_k, Σ_k)
+  (EM) or its expectation under q(θ) (CAVI). After it the ELBO is
+  Σ_i log Σ_k exp(ρ_ik) (minus KL(q(θ) || p(θ)) for CAVI): for EM exactly log p(x | θ).
+* M-step: θ (EM) or q(θ) (CAVI) from the sufficient statistics
+  N_k = Σ_i r_ik, Σ_i r_ik x_i and Σ_i r_ik x_i x_iᵀ.
+
+:class:`BaseMixture` owns everything around the two steps: validation of the
+hyper-parameters (one table), of the data, restarts (``n_init``), the convergence
+monitor (:class:`varbayes.monitor.ConvergenceMonitor`, fed the ELBO per datum so
+``tol`` is independent of N), the chunked pass over the data, the final E-step,
+prediction, scoring and saving. Subclasses supply ``_initial_state``,
+``_rho_constant`` (ρ_ik up to its Mahalanobis term), ``_m_step`` and ``_elbo``.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+import warnings
+
+import numpy as np
+import torch
+
+from varbayes._validation import as_tensor, check_finite, check_int
+from varbayes.mixture import _covariance as cv
+from varbayes.mixture import distributed as dist
+from varbayes.mixture._init import INIT_PARAMS, initial_assignment
+from varbayes.monitor import ConvergenceMonitor
+
+__all__ = ["BaseMixture", "NotFittedError"]
+
+
+class NotFittedError(ValueError, AttributeError):
+    """A method that needs a fitted model was called before ``fit``."""
+
+
+# ----------------------------------------------------------------------------- validation
+class _Interval:
+    def __init__(self, kind, low, high=None, closed="left"):
+        self.kind, self.low, self.high, self.closed = kind, low, high, closed
+
+    def check(self, owner, name, value):
+        is_int = isinstance(value, numbers.Integral) and not isinstance(value, bool)
+        is_real = isinstance(value, numbers.Real) and not isinstance(value, bool)
+        if self.kind is int and not is_int:
+            raise TypeError(f"{owner}: {name} must be an integer; got {value!r}")
+        if self.kind is float and not is_real:
+            raise TypeError(f"{owner}: {name} must be a real number; got {value!r}")
+        v = float(value)
+        lo_ok = self.low is None or (
+            v >= self.low if self.closed in ("left", "both") else v > self.low
+        )
+        hi_ok = self.high is None or (
+            v <= self.high if self.closed in ("right", "both") else v < self.high
+        )
+        if not (lo_ok and hi_ok and math.isfinite(v)):
+            lb = "[" if self.closed in ("left", "both") else "("
+            rb = "]" if self.closed in ("right", "both") else ")"
+            hi = "inf" if self.high is None else self.high
+            raise ValueError(f"{owner}: {name} must be in {lb}{self.low}, {hi}{rb}; got {value!r}")
+
+
+class _Options:
+    def __init__(self, *options):
+        self.options = options
+
+    def check(self, owner, name, value):
+        if not isinstance(value, str) or value not in self.options:
+            raise ValueError(f"{owner}: {name} must be one of {list(self.options)}; got {value!r}")
+
+
+class _Bool:
+    def check(self, owner, name, value):
+        if not isinstance(value, (bool, np.bool_)):
+            raise TypeError(f"{owner}: {name} must be True or False; got {value!r}")
+
+
+class _Optional:
+    def __init__(self, inner):
+        self.inner = inner
+
+    def check(self, owner, name, value):
+        if value is not None:
+            self.inner.check(owner, name, value)
+
+
+class _Seed:
+    def check(self, owner, name, value):
+        if value is None or isinstance(value, torch.Generator):
+            return
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 0:
+            raise TypeError(
+                f"{owner}: {name} must be None, an integer >= 0 or a torch.Generator; got {value!r}"
+            )
+
+
+class _Anything:
+    def check(self, owner, name, value):
+        pass
+
+
+COMMON_PARAMETERS = {
+    "n_components": _Interval(int, 1),
+    "covariance_type": _Options(*cv.COVARIANCE_TYPES),
+    "tol": _Interval(float, 0.0),
+    "reg_covar": _Interval(float, 0.0),
+    "max_iter": _Interval(int, 1),
+    "n_init": _Interval(int, 1),
+    "init_params": _Options(*INIT_PARAMS),
+    "random_state": _Seed(),
+    "warm_start": _Bool(),
+    "verbose": _Interval(int, 0),
+    "chunk_size": _Optional(_Interval(int, 1)),
+    "distributed": _Bool(),
+    "device": _Anything(),
+    "dtype": _Anything(),
+}
+
+
+def _resolve_dtype(owner, value) -> torch.dtype:
+    table = {"float64": torch.float64, "float32": torch.float32, "double": torch.float64}
+    if isinstance(value, str) and value in table:
+        return table[value]
+    if value in (torch.float64, torch.float32):
+        return value
+    raise ValueError(f"{owner}: dtype must be torch.float64 or torch.float32; got {value!r}")
+
+
+def _resolve_device(owner, value) -> torch.device:
+    try:
+        return torch.device(value)
+    except (RuntimeError, TypeError) as exc:
+        raise ValueError(f"{owner}: device must name a torch device; got {value!r}") from exc
+
+
+def _to_numpy_like(t: torch.Tensor, like):
+    """Return ``t`` as NumPy when the caller passed NumPy (or lists), else as a tensor."""
+    if isinstance(like, torch.Tensor):
+        return t
+    return t.detach().cpu().numpy()
+
+
+_FEATURE_CACHE_BYTES = 64 * 2**20
+
+
+# ----------------------------------------------------------------------------- the base
+class BaseMixture:
+    """Shared machinery of :class:`GaussianMixture` and :class:`VariationalGaussianMixture`.
+
+    Not used directly. Fitted attributes are torch tensors on ``device``; methods that
+    return per-datum values return NumPy arrays for NumPy input and tensors for tensor
+    input.
+    """
+
+    _parameter_table: dict = COMMON_PARAMETERS
+    _supported_covariance_types = cv.COVARIANCE_TYPES
+
+    # -------------------------------------------------------------- parameters
+    def get_params(self, deep: bool = True) -> dict:
+        """The constructor's hyper-parameters, by name (scikit-learn API)."""
+        return {name: getattr(self, name) for name in self._param_names()}
+
+    def set_params(self, **params):
+        """Set hyper-parameters by name (scikit-learn API); returns ``self``."""
+        for name, value in params.items():
+            if name not in self._param_names():
+                raise ValueError(
+                    f"{type(self).__name__}: unknown parameter {name!r}; "
+                    f"valid ones are {sorted(self._param_names())}"
+                )
+            setattr(self, name, value)
+        return self
+
+    @classmethod
+    def _param_names(cls) -> list[str]:
+        import inspect
+
+        sig = inspect.signature(cls.__init__)
+        return [p for p in sig.parameters if p != "self"]
+
+    def __repr__(self) -> str:
+        args = ", ".join(
+            f"{k}={v!r}" for k, v in self.get_params().items() if not hasattr(v, "shape")
+        )
+        return f"{type(self).__name__}({args})"
+
+    def _validate_params(self) -> None:
+        owner = type(self).__name__
+        for name, rule in self._parameter_table.items():
+            rule.check(owner, name, getattr(self, name))
+        if self.covariance_type not in self._supported_covariance_types:
+            raise ValueError(
+                f"{owner}: covariance_type must be one of {list(self._supported_covariance_types)}"
+                f"; got {self.covariance_type!r}"
+            )
+        self._dtype = _resolve_dtype(owner, self.dtype)
+        self._device = _resolve_device(owner, self.device)
+
+    # -------------------------------------------------------------- data
+    def _check_X(self, X, name: str = "X", *, reset: bool) -> torch.Tensor:
+        x = as_tensor(X, name, dtype=self._dtype, device=self._device)
+        if x.ndim != 2:
+            raise ValueError(
+                f"{name} must be a 2-D array of shape (n_samples, n_features); got "
+                f"{x.ndim}-D with shape {tuple(x.shape)}"
+                + (" (use X.reshape(-1, 1) for a single feature)" if x.ndim == 1 else "")
+            )
+        if x.shape[0] == 0 or x.shape[1] == 0:
+            raise ValueError(f"{name} must not be empty; got shape {tuple(x.shape)}")
+        check_finite(x, name)
+        if not reset and x.shape[1] != self.n_features_in_:
+            raise ValueError(
+                f"{name} has {x.shape[1]} features, but {type(self).__name__} was fitted with "
+                f"{self.n_features_in_} features"
+            )
+        return x
+
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "_state"):
+            raise NotFittedError(
+                f"This {type(self).__name__} instance is not fitted yet; call fit(X) first"
+            )
+
+    def _generator(self) -> torch.Generator:
+        rs = self.random_state
+        if isinstance(rs, torch.Generator):
+            return rs
+        g = torch.Generator(device="cpu")
+        if rs is None:
+            g.seed()
+        else:
+            g.manual_seed(int(rs))
+        return g
+
+    def _chunk(self, d: int, blocks: bool = False) -> int:
+        if self.chunk_size is not None:
+            return int(self.chunk_size)
+        if blocks:
+            width = 2 * self.n_components * d + d + self.n_components
+        else:
+            width = d + cv.quad_width(self.covariance_type, d) + self.n_components
+        # about 4 MiB of features and logits per chunk: few chunks, still cache-resident
+        return int(min(65536, max(512, (1 << 22) // (8 * width))))
+
+    @property
+    def _is_distributed(self) -> bool:
+        return bool(self.distributed) and dist.is_active()
+
+    def _allreduce(self, tensors):
+        return dist.allreduce_sum(tensors) if self._is_distributed else tensors
+
+    # -------------------------------------------------------------- global statistics
+    def _data_summary(self, x: torch.Tensor) -> dict:
+        """N, the centre (mean) used to shift the data, and the centred second moments.
+
+        The second-order statistic Σ_i q(x_i - x̄) gives the pooled covariance of the
+        data, used for empty components and for the variational priors.
+        """
+        d = x.shape[1]
+        n = torch.tensor(float(x.shape[0]), dtype=x.dtype, device=x.device)
+        (n, s) = self._allreduce([n, x.sum(0)])
+        mean = s / n
+        iu = cv.tri_indices(d, x.device)
+        chunk = self._chunk(d)
+        second = x.new_zeros((d, d))
+        lo = torch.full((d,), math.inf, dtype=x.dtype, device=x.device)
+        hi = -lo
+        for a in range(0, x.shape[0], chunk):
+            xc = x[a : a + chunk] - mean
+            second.addmm_(xc.T, xc)
+            lo = torch.minimum(lo, xc.amin(0))
+            hi = torch.maximum(hi, xc.amax(0))
+        (second,) = self._allreduce([second])
+        cov = second / n
+        spread = hi - lo
+        if self._is_distributed:
+            (spread,) = self._allreduce([spread])
+        constant = torch.nonzero(spread == 0).flatten().tolist()
+        if constant:
+            warnings.warn(
+                f"feature(s) {constant} of X are constant; their variance in every "
+                f"component is reg_covar={self.reg_covar:g}",
+                cv.DegenerateMixtureWarning,
+                stacklevel=4,
+            )
+        return {"n": float(n), "mean": mean, "cov": cov, "iu": iu, "d": d}
+
+    # -------------------------------------------------------------- the chunked pass
+    def _use_blocks(self, d: int) -> bool:
+        """Full covariances with K < (D + 1) / 4 use the per-component ("blocks") E-step.
+
+        Its elementwise work per row is K·D (the residuals x_i P_k - μ_k P_k) against
+        D + D(D + 1)/2 for the quadratic-form features; it is also the more accurate one
+        (the Mahalanobis terms are sums of squares, not differences of large numbers).
+        """
+        return self.covariance_type == "full" and 4 * self.n_components < d + 1
+
+    def _coefficients(self, st):
+        """ρ_ik in the form the chunked pass uses, from the per-component constant.
+
+        ρ_ik = const_k - ½ (x_i - μ_k)ᵀ Λ_k (x_i - μ_k), with Λ_k = P_k P_kᵀ, as either
+        * ("quad", Wᵀ, c, None): ρ_ki = c_k + (Wᵀ φ_i)_k, Wᵀ = [Λ_k μ_k, -½ a_k] (K, D + T),
+          c_k = const_k - ½ μ_kᵀ Λ_k μ_k;
+        * ("tied", (Λ μ_k)ᵀ (K, D), c, -½ a): the quadratic part is shared by all k;
+        * ("blocks", P (D, K·D), b (K·D,), const): the residuals x_i P - b in one product.
+        """
+        ct, d, k = self.covariance_type, st["d"], self.n_components
+        const = self._rho_constant(st)
+        means, prec = st["means"], st["prec"]
+        if self._use_blocks(d):
+            pchol = st["pchol"]
+            p_all = pchol.permute(1, 0, 2).reshape(d, k * d).contiguous()
+            b = torch.einsum("ka,kab->kb", means, pchol).reshape(-1)
+            return ("blocks", p_all, b, const)
+        lam_mu = cv.precision_matrix_times(prec, ct, means)
+        c = const - 0.5 * (means * lam_mu).sum(1)
+        a = cv.quad_weights(prec, ct, d, st["iu"])
+        if ct == "tied":
+            return ("tied", lam_mu.contiguous(), c, -0.5 * a)
+        return ("quad", torch.cat([lam_mu, -0.5 * a], 1).contiguous(), c, None)
+
+    def _log_rho(self, ft: torch.Tensor, coef) -> torch.Tensor:
+        """ρ_ki for a chunk, shape (K, C), from its features φᵀ (D + T, C) (quad, tied)."""
+        _, wt, c, tied_a = coef
+        if tied_a is None:
+            return torch.addmm(c[:, None], wt, ft)
+        d = wt.shape[1]
+        out = torch.addmm(c[:, None], wt, ft[:d])
+        out += (tied_a @ ft[d:])[None, :]
+        return out
+
+    def _log_rho_blocks(self, xc: torch.Tensor, coef) -> torch.Tensor:
+        """ρ_ki (K, C) for shifted rows ``xc`` (C, D): one product x P, then squares per block."""
+        _, p_all, b, const = coef
+        c, d = xc.shape
+        y = torch.addmm(b, xc, p_all, alpha=1.0, beta=-1.0)  # x_i P_k - μ_k P_k, (C, K·D)
+        maha = y.square_().view(c, -1, d).sum(-1)  # (C, K)
+        return maha.mul_(-0.5).add_(const).T
+
+    def _feature_cache(self, x: torch.Tensor):
+        """A list to keep the chunks' features φ(x) across iterations, or None.
+
+        φ(x) does not change during a fit. It is kept when it costs at most 64 MiB;
+        otherwise it is recomputed per chunk and memory stays O(chunk x (K + D²)) besides
+        the data.
+        """
+        n, d = x.shape
+        t = cv.quad_width(self.covariance_type, d)
+        return [] if n * (d + t) * x.element_size() <= _FEATURE_CACHE_BYTES else None
+
+    def _pass(self, x: torch.Tensor, coef, resp=None, cache=None):
+        """One E-step over ``x`` in chunks; returns the statistics and Σ_i log Σ_k exp(ρ_ik).
+
+        With ``resp`` (labels (N,) or responsibilities (N, K)) the E-step is skipped
+        and the statistics of those responsibilities are returned (initialisation).
+        Statistics, in shifted coordinates: nk = N_k (K,), xbar_sum = Σ_i r_ik x_i (K, D),
+        s2 = Σ_i r_ik q(x_i) (K, T), or Σ_i q(x_i) (T,) for the tied type. Per chunk
+        the memory is O(C x (K + D + T)); no (K, N, D) tensor is formed.
+        """
+        st = self._state
+        k, d = self.n_components, x.shape[1]
+        if resp is None and coef[0] == "blocks":
+            return self._pass_blocks(x, coef)
+        ct = self.covariance_type
+        shift, iu = st["shift"], st["iu"]
+        chunk = self._chunk(d, blocks=False)
+        t = cv.quad_width(ct, d)
+        tied = ct == "tied"
+        nk = x.new_zeros(k)
+        g = x.new_zeros((k, d if tied else d + t))
+        s2 = x.new_zeros(t) if tied else None
+        total = x.new_zeros(())
+        for j, a in enumerate(range(0, x.shape[0], chunk)):
+            if cache is not None and j < len(cache):
+                xc, ft = None, cache[j]
+            else:
+                xc = x[a : a + chunk] - shift
+                ft = cv.features(xc, ct, iu)
+                if cache is not None:
+                    cache.append(ft)
+            if resp is None:
+                r = self._log_rho(ft, coef)
+                m = r.amax(0, keepdim=True)
+                r.sub_(m).exp_()
+                s = r.sum(0, keepdim=True)
+                r.div_(s)
+                total += m.sum() + s.log().sum()
+            elif resp.ndim == 1:
+                r = torch.nn.functional.one_hot(resp[a : a + chunk], k).to(x.dtype).T
+            else:
+                r = resp[a : a + chunk].T
+            nk += r.sum(1)
+            if tied:
+                g.addmm_(r, ft[:d].T)  # the first d rows of φᵀ are xᵀ
+                s2 += ft[d:].sum(1)
+            else:
+                g.addmm_(r, ft.T)
+        stats = [nk, g, total] + ([s2] if tied else [])
+        stats = self._allreduce(stats)
+        out = {"nk": stats[0], "xbar_sum": stats[1][:, :d]}
+        out["s2"] = stats[3] if tied else stats[1][:, d:]
+        return out, stats[2]
+
+    def _pass_blocks(self, x: torch.Tensor, coef):
+        """The E-step and statistics of :meth:`_pass` in the per-component form (full Σ).
+
+        Per chunk: ρ from one product x P (C, K·D); N_k and Σ_i r_ik x_i from Rᵀ x; and the
+        second moments Σ_i r_ik x_i x_iᵀ of all K components from ONE product
+        xᵀ [r_i1 x_i, ..., r_iK x_i] (D, K·D). Memory O(C·K·D) per chunk.
+        """
+        st = self._state
+        k, d = self.n_components, x.shape[1]
+        chunk = self._chunk(d, blocks=True)
+        nk = x.new_zeros(k)
+        g = x.new_zeros((k, d))
+        m2 = x.new_zeros((d, k * d))
+        total = x.new_zeros(())
+        for a in range(0, x.shape[0], chunk):
+            xc = x[a : a + chunk] - st["shift"]
+            r = self._log_rho_blocks(xc, coef)  # (K, C)
+            m = r.amax(0, keepdim=True)
+            r.sub_(m).exp_()
+            s = r.sum(0, keepdim=True)
+            r.div_(s)
+            total += m.sum() + s.log().sum()
+            nk += r.sum(1)
+            g.addmm_(r, xc)
+            xr = (r.T[:, :, None] * xc[:, None, :]).view(xc.shape[0], k * d)
+            m2.addmm_(xc.T, xr)
+        nk, g, m2, total = self._allreduce([nk, g, m2, total])
+        iu = st["iu"]
+        s2 = m2.view(d, k, d).permute(1, 0, 2)[:, iu[0], iu[1]]  # (K, T)
+        return {"nk": nk, "xbar_sum": g, "s2": s2}, total
+
+    def _iter_log_rho(self, x: torch.Tensor):
+        """Yield (start, stop, ρ (C, K)) over chunks of ``x`` with the fitted parameters."""
+        st = self._state
+        coef = self._coefficients(st)
+        blocks = coef[0] == "blocks"
+        chunk = self._chunk(x.shape[1], blocks=blocks)
+        for a in range(0, x.shape[0], chunk):
+            xc = x[a : a + chunk] - st["shift"]
+            if blocks:
+                yield a, a + xc.shape[0], self._log_rho_blocks(xc, coef).T
+            else:
+                ft = cv.features(xc, self.covariance_type, st["iu"])
+                yield a, a + xc.shape[0], self._log_rho(ft, coef).T
+
+    # -------------------------------------------------------------- the loop
+    def fit(self, X, y=None):
+        """Fit the mixture to X (N, D) by maximising the ELBO; returns ``self``.
+
+        ``y`` is ignored (scikit-learn API).
+        """
+        self._fit(X, final_labels=False)
+        return self
+
+    def fit_predict(self, X, y=None):
+        """Fit to X (N, D) and return the labels argmax_k r_ik (N,) of a final E-step.
+
+        The final E-step uses the returned parameters, so
+        ``fit_predict(X) == fit(X).predict(X)``.
+        """
+        x = self._fit(X, final_labels=True)
+        return _to_numpy_like(x, X)
+
+    def _fit(self, X, *, final_labels: bool):
+        self._validate_params()
+        x = self._check_X(X, reset=True)
+        n = x.shape[0]
+        n_total = n
+        if self._is_distributed:
+            (nt,) = dist.allreduce_sum([torch.tensor([float(n)], dtype=torch.float64)])
+            n_total = int(nt.item())
+        if n_total < self.n_components:
+            raise ValueError(
+                f"X must have at least n_components={self.n_components} samples; got {n_total}"
+            )
+        if n_total < 2:
+            raise ValueError(f"X must have at least 2 samples; got {n_total}")
+        self._check_init_shapes(x.shape[1])
+        warm = bool(self.warm_start) and hasattr(self, "_state")
+        if warm and self._state["d"] != x.shape[1]:
+            raise ValueError(
+                f"X has {x.shape[1]} features, but the warm-started model has "
+                f"{self._state['d']}; set warm_start=False"
+            )
+        self.n_features_in_ = x.shape[1]
+        summary = self._data_summary(x)
+        gen = self._generator()
+        n_init = 1 if warm else self.n_init
+        best = None
+        cache = None if self._use_blocks(x.shape[1]) else self._feature_cache(x)
+        for _ in range(n_init):
+            if warm:
+                state = dict(self._state)
+            else:
+                state = self._initial_state(x, summary, gen)
+                if self._is_distributed:
+                    state = self._broadcast_state(state)
+            self._state = state
+            monitor = ConvergenceMonitor(
+                tol=self.tol,
+                max_iter=self.max_iter,
+                monotone=True,
+                name=f"{type(self).__name__} ELBO per datum",
+                verbose=bool(self.verbose),
+            )
+            self._warned = set()
+            trace: list[float] = []
+            while True:
+                stats, lse = self._pass(x, self._coefficients(self._state), cache=cache)
+                elbo = float(self._elbo(lse, self._state, summary)) / summary["n"]
+                trace.append(elbo)
+                stop = monitor.update(elbo)
+                self._state = self._m_step(stats, self._state, summary)
+                if stop:
+                    break
+            if best is None or trace[-1] > best[2][-1]:
+                best = (monitor, self._state, trace)
+        monitor, self._state, trace = best
+        if not monitor.converged:
+            monitor.warn_if_not_converged(
+                "try a larger max_iter or tol, other init parameters, or check for degenerate data"
+            )
+        self.converged_ = monitor.converged
+        self.n_iter_ = monitor.n_iter
+        self.lower_bound_ = trace[-1]
+        self.lower_bounds_ = trace
+        self.monitor_ = monitor
+        self._publish(self._state)
+        if final_labels:
+            return self._labels(x)
+        return None
+
+    # -------------------------------------------------------------- hooks
+    def _check_init_shapes(self, d: int) -> None:
+        pass
+
+    def _broadcast_state(self, state: dict) -> dict:
+        keys = [k for k, v in state.items() if isinstance(v, torch.Tensor) and k != "iu"]
+        vals = dist.broadcast([state[k].to(self._dtype) for k in keys])
+        new = dict(state)
+        for k, v in zip(keys, vals, strict=True):
+            new[k] = v.to(state[k].dtype)
+        return new
+
+    def _initial_resp(self, x: torch.Tensor, gen: torch.Generator):
+        return initial_assignment(x, self.n_components, self.init_params, gen, self._chunk(1))
+
+    def _warn_once(self, key: str, message: str) -> None:
+        if key not in getattr(self, "_warned", set()):
+            self._warned = getattr(self, "_warned", set()) | {key}
+            warnings.warn(message, cv.DegenerateMixtureWarning, stacklevel=5)
+
+    # -------------------------------------------------------------- prediction
+    def _labels(self, x: torch.Tensor) -> torch.Tensor:
+        out = torch.empty(x.shape[0], dtype=torch.int64, device=x.device)
+        for a, b, r in self._iter_log_rho(x):
+            out[a:b] = r.argmax(1)
+        return out
+
+    def predict(self, X):
+        """Most probable component argmax_k q(z_i = k) for each row of X (N, D) → (N,)."""
+        self._check_fitted()
+        x = self._check_X(X, reset=False)
+        return _to_numpy_like(self._labels(x), X)
+
+    def predict_proba(self, X):
+        """Responsibilities r_ik = q(z_i = k) ∝ exp(ρ_ik) for X (N, D) → (N, K)."""
+        self._check_fitted()
+        x = self._check_X(X, reset=False)
+        out = torch.empty((x.shape[0], self.n_components), dtype=x.dtype, device=x.device)
+        for a, b, r in self._iter_log_rho(x):
+            out[a:b] = torch.softmax(r, 1)
+        return _to_numpy_like(out, X)
+
+    def score_samples(self, X):
+        """log Σ_k exp(ρ_ik) for each row of X (N, D) → (N,).
+
+        For EM this is the log-density log p(x_i | θ) of the fitted mixture.
+        """
+        self._check_fitted()
+        x = self._check_X(X, reset=False)
+        out = torch.empty(x.shape[0], dtype=x.dtype, device=x.device)
+        for a, b, r in self._iter_log_rho(x):
+            out[a:b] = torch.logsumexp(r, 1)
+        return _to_numpy_like(out, X)
+
+    def score(self, X, y=None) -> float:
+        """Mean of :meth:`score_samples` over the rows of X (a float)."""
+        s = self.score_samples(X)
+        return float(s.mean())
+
+    # ------------------------------------------------------------------ sampling
+    def sample(self, n_samples: int = 1):
+        """Draw x ~ p(x | θ): returns (X (n_samples, D), labels (n_samples,)) as tensors,
+        sorted by component like scikit-learn. Uses ``random_state``. For the variational
+        mixture θ is the posterior mean (weights_, means_, covariances_), as in scikit-learn."""
+        self._check_fitted()
+        n = check_int(n_samples, "n_samples", minimum=1)
+        gen = self._generator()
+        w = self.weights_.detach().cpu().to(torch.float64)
+        labels = torch.multinomial(w, n, replacement=True, generator=gen).sort().values
+        eps = torch.randn((n, self.n_features_in_), generator=gen, dtype=self._dtype)
+        labels, eps = labels.to(self._device), eps.to(self._device)
+        ct, cov = self.covariance_type, self.covariances_
+        if ct == "full":  # labels are sorted: one block of rows per component
+            chol = torch.linalg.cholesky(cov)
+            counts = torch.bincount(labels, minlength=self.n_components).tolist()
+            z = torch.cat([b @ chol[k].T for k, b in enumerate(eps.split(counts))])
+        elif ct == "tied":
+            z = eps @ torch.linalg.cholesky(cov).T
+        elif ct == "diag":
+            z = eps * cov[labels].sqrt()
+        else:
+            z = eps * cov[labels].sqrt()[:, None]
+        return self.means_[labels] + z, labels

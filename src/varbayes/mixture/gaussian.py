@@ -1,0 +1,334 @@
+"""Gaussian mixture fitted by expectation-maximisation (EM).
+
+Model: z_i ~ Categorical(π), x_i | z_i = k ~ N(μ_k, Σ_k), θ = (π, μ, Σ).
+
+EM maximises the ELBO over q(z) and θ in turn:
+
+* E-step: r_ik = q(z_i = k) = π_k N(x_i | μ_k, Σ_k) / Σ_j π_j N(x_i | μ_j, Σ_j). After it
+  KL(q || p(z | x, θ)) = 0, so the ELBO equals the log-likelihood
+  log p(x | θ) = Σ_i log Σ_k π_k N(x_i | μ_k, Σ_k).
+* M-step: weighted maximum likelihood from N_k = Σ_i r_ik,
+  π_k = N_k / N,  μ_k = Σ_i r_ik x_i / N_k,
+  Σ_k = Σ_i r_ik (x_i - μ_k)(x_i - μ_k)ᵀ / N_k + reg_covar I.
+
+Each step cannot decrease the ELBO, so the log-likelihood after each E-step never falls
+(the monitor checks it on every iteration).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from varbayes._validation import as_tensor, check_finite
+from varbayes.mixture import _covariance as cv
+from varbayes.mixture._base import COMMON_PARAMETERS, BaseMixture, _Interval
+
+__all__ = ["GaussianMixture"]
+
+
+class GaussianMixture(BaseMixture):
+    """Gaussian mixture model fitted by EM, with scikit-learn's estimator API.
+
+    Parameters
+    ----------
+    n_components : int
+        K, the number of mixture components.
+    covariance_type : {"full", "tied", "diag", "spherical"}
+        Form of Σ_k: full (K, D, D); one shared (D, D); diagonal (K, D); λ_k I (K,).
+    tol : float
+        Stop when the ELBO per datum (the mean log-likelihood) changes by less than tol.
+    reg_covar : float
+        Added to the diagonal of every Σ_k, keeping it positive definite.
+    max_iter : int
+        Largest number of EM iterations per initialisation.
+    n_init : int
+        Number of initialisations; the one with the largest final ELBO is kept.
+    init_params : {"kmeans", "k-means++", "random", "random_from_data"}
+        How the initial responsibilities r_ik are drawn (see :mod:`varbayes.mixture._init`).
+    weights_init, means_init, precisions_init : array-like, optional
+        Initial π (K,), μ (K, D) and precisions Λ = Σ⁻¹ (shapes of ``covariances_``).
+        Given ones replace the ones computed from ``init_params``; they are never
+        overwritten by ``fit``.
+    random_state : int, torch.Generator or None
+        Seed of every random draw (initialisation, :meth:`sample`).
+    warm_start : bool
+        Start ``fit`` from the previous solution (``n_init`` is then 1).
+    verbose : int
+        > 0 shows a progress bar with the current ELBO.
+    device, dtype :
+        Where and in which precision to compute (default CPU, float64).
+    chunk_size : int, optional
+        Rows per chunk of the E-step; memory is O(chunk_size x (K + D²)) besides the
+        data. Default: about 1 MiB of working memory.
+    distributed : bool
+        Under an initialised ``torch.distributed`` process group, treat X as this
+        process's shard and all-reduce the statistics (see :mod:`.distributed`).
+    learning_decay, learning_offset : float
+        κ ∈ (0.5, 1] and τ₀ >= 0 of the step size ρ_t = (t + τ₀)^(-κ) of :meth:`partial_fit`.
+
+    Attributes
+    ----------
+    weights_ (K,), means_ (K, D), covariances_, precisions_, precisions_cholesky_ :
+        Fitted parameters (torch tensors). ``precisions_cholesky_`` P satisfies Λ = P Pᵀ.
+    converged_ : bool
+    n_iter_ : int
+    lower_bound_ : float
+        The ELBO per datum (= mean log-likelihood) at the last E-step of the best run.
+    lower_bounds_ : list of float
+        The ELBO per datum after every E-step of the best run (the whole trace).
+    """
+
+    _parameter_table = {
+        **COMMON_PARAMETERS,
+        "learning_decay": _Interval(float, 0.5, 1.0, closed="right"),
+        "learning_offset": _Interval(float, 0.0),
+    }
+
+    def __init__(
+        self,
+        n_components: int = 1,
+        *,
+        covariance_type: str = "full",
+        tol: float = 1e-3,
+        reg_covar: float = 1e-6,
+        max_iter: int = 100,
+        n_init: int = 1,
+        init_params: str = "kmeans",
+        weights_init=None,
+        means_init=None,
+        precisions_init=None,
+        random_state=None,
+        warm_start: bool = False,
+        verbose: int = 0,
+        device="cpu",
+        dtype=torch.float64,
+        chunk_size: int | None = None,
+        distributed: bool = False,
+        learning_decay: float = 0.7,
+        learning_offset: float = 10.0,
+    ):
+        self.n_components = n_components
+        self.covariance_type = covariance_type
+        self.tol = tol
+        self.reg_covar = reg_covar
+        self.max_iter = max_iter
+        self.n_init = n_init
+        self.init_params = init_params
+        self.weights_init = weights_init
+        self.means_init = means_init
+        self.precisions_init = precisions_init
+        self.random_state = random_state
+        self.warm_start = warm_start
+        self.verbose = verbose
+        self.device = device
+        self.dtype = dtype
+        self.chunk_size = chunk_size
+        self.distributed = distributed
+        self.learning_decay = learning_decay
+        self.learning_offset = learning_offset
+
+    # ------------------------------------------------------------------ init
+    def _precision_shape(self, d: int) -> tuple:
+        k = self.n_components
+        return {"full": (k, d, d), "tied": (d, d), "diag": (k, d), "spherical": (k,)}[
+            self.covariance_type
+        ]
+
+    def _check_init_shapes(self, d: int) -> None:
+        k = self.n_components
+        kw = {"dtype": self._dtype, "device": self._device}
+        self._inits = {}
+        if self.weights_init is not None:
+            w = check_finite(as_tensor(self.weights_init, "weights_init", **kw), "weights_init")
+            if tuple(w.shape) != (k,):
+                raise ValueError(f"weights_init must have shape ({k},); got {tuple(w.shape)}")
+            if bool((w < 0).any()) or bool((w > 1).any()) or abs(float(w.sum()) - 1.0) > 1e-6:
+                raise ValueError(
+                    "weights_init must be in [0, 1] and sum to 1; got values in "
+                    f"[{float(w.min()):.3g}, {float(w.max()):.3g}] summing to {float(w.sum()):.6g}"
+                )
+            self._inits["weights"] = w
+        if self.means_init is not None:
+            m = check_finite(as_tensor(self.means_init, "means_init", **kw), "means_init")
+            if tuple(m.shape) != (k, d):
+                raise ValueError(f"means_init must have shape ({k}, {d}); got {tuple(m.shape)}")
+            self._inits["means"] = m
+        if self.precisions_init is not None:
+            p = as_tensor(self.precisions_init, "precisions_init", **kw)
+            check_finite(p, "precisions_init")
+            shape = self._precision_shape(d)
+            if tuple(p.shape) != shape:
+                raise ValueError(
+                    f"precisions_init must have shape {shape} for covariance_type="
+                    f"{self.covariance_type!r}; got {tuple(p.shape)}"
+                )
+            if self.covariance_type in ("full", "tied"):
+                sym = torch.allclose(p, p.mT, rtol=1e-10, atol=1e-12 * float(p.abs().max()))
+                chol, info = torch.linalg.cholesky_ex(p)
+                if not sym or bool((info != 0).any()):
+                    raise ValueError(
+                        "precisions_init must hold symmetric positive-definite matrices"
+                    )
+            else:
+                if bool((p <= 0).any()):
+                    raise ValueError("precisions_init must be > 0; got a value <= 0")
+                chol = p.sqrt()
+            self._inits["precisions"] = (p, chol)
+
+    def _initial_state(self, x, summary, gen) -> dict:
+        state = {"shift": summary["mean"], "iu": summary["iu"], "d": summary["d"]}
+        self._state = state
+        inits = self._inits
+        if len(inits) < 3:
+            stats, _ = self._pass(x, None, resp=self._initial_resp(x, gen))
+            state = self._m_step(stats, state, summary)
+        if "weights" in inits:
+            state["weights"] = inits["weights"]
+        if "means" in inits:
+            state["means"] = inits["means"] - summary["mean"]
+        if "precisions" in inits:
+            prec, chol = inits["precisions"]
+            state["prec"], state["pchol"] = prec, chol
+            state["cov"] = cv.covariances_from_precisions(prec, self.covariance_type)
+        return state
+
+    # ------------------------------------------------------------------ steps
+    def _rho_constant(self, st) -> torch.Tensor:
+        """const_k = log π_k + ½ log|Λ_k| - D/2 log 2π, so that
+        ρ_ik = const_k - ½ (x_i - μ_k)ᵀ Λ_k (x_i - μ_k) = log π_k N(x_i | μ_k, Σ_k)."""
+        d = st["d"]
+        logdet = cv.log_det_cholesky(st["pchol"], self.covariance_type, d)
+        return st["weights"].log() + 0.5 * logdet - 0.5 * d * cv.LOG_2PI
+
+    def _m_step(self, stats, st, summary) -> dict:
+        """θ = argmax_θ Σ_ik r_ik log π_k N(x_i | μ_k, Σ_k) from the statistics."""
+        ct, d, iu = self.covariance_type, st["d"], st["iu"]
+        eps = torch.finfo(self._dtype).eps
+        nk_raw = stats["nk"]
+        nk = nk_raw + 10 * eps
+        means = stats["xbar_sum"] / nk[:, None]
+        cov = cv.covariances_from_stats(nk, means, stats["s2"], ct, self.reg_covar, iu)
+        # only N_k that underflowed to (about) zero: tiny but positive N_k still give exact
+        # weighted averages, as in scikit-learn
+        empty = nk_raw <= torch.finfo(self._dtype).tiny * nk_raw.sum()
+        if bool(empty.any()):
+            self._warn_once(
+                "empty",
+                f"component(s) {torch.nonzero(empty).flatten().tolist()} received no data "
+                "(N_k = 0); they were moved to the centre of the data with its covariance "
+                "and keep a weight near 0",
+            )
+            means = torch.where(empty[:, None], torch.zeros_like(means), means)
+            if ct != "tied":
+                eye = torch.eye(d, dtype=cov.dtype, device=cov.device)
+                pooled = summary["cov"].to(cov.device) + self.reg_covar * eye
+                fill = {
+                    "full": pooled,
+                    "diag": pooled.diagonal(),
+                    "spherical": pooled.diagonal().mean(),
+                }[ct]
+                shape = (-1,) + (1,) * (cov.ndim - 1)
+                cov = torch.where(empty.view(shape), fill, cov)
+        collapsed = [
+            k for k in cv.raw_variance_floor_report(cov, ct, self.reg_covar) if not empty[k]
+        ]
+        if collapsed:
+            self._warn_once(
+                "collapsed",
+                f"component(s) {collapsed} have zero variance along some feature "
+                "(duplicated points or a constant feature); their covariance is "
+                f"reg_covar={self.reg_covar:g} there",
+            )
+        pchol, prec, cov = cv.cholesky_precision(cov, ct, self.reg_covar, type(self).__name__)
+        new = dict(st)
+        new.update(weights=nk / nk.sum(), means=means, cov=cov, pchol=pchol, prec=prec)
+        return new
+
+    def _elbo(self, lse, st, summary):
+        """After the E-step the ELBO is the log-likelihood Σ_i log Σ_k exp(ρ_ik)."""
+        return lse
+
+    def _publish(self, st) -> None:
+        self.weights_ = st["weights"]
+        self.means_ = st["means"] + st["shift"]
+        self.covariances_ = st["cov"]
+        self.precisions_cholesky_ = st["pchol"]
+        self.precisions_ = st["prec"]
+
+    # ------------------------------------------------------------------ online EM
+    def partial_fit(self, X, y=None):
+        """One step of stepwise (online) EM on the minibatch X (B, D); returns ``self``.
+
+        With ŝ the sufficient statistics of the batch per datum (Σ_i r_ik,
+        Σ_i r_ik x_i, Σ_i r_ik q(x_i), divided by B) under the current θ, the running
+        statistics are blended and the M-step is taken from them:
+
+            s_t = (1 - ρ_t) s_{t-1} + ρ_t ŝ_t,  ρ_t = (t + τ₀)^(-κ),  θ_t = M(s_t),
+
+        with κ = ``learning_decay`` ∈ (0.5, 1] and τ₀ = ``learning_offset`` (Σ ρ_t = ∞,
+        Σ ρ_t² < ∞: the Robbins-Monro conditions; Cappé & Moulines 2009). The first
+        call (t = 0) initialises θ from its batch (``init_params`` / ``*_init``) and
+        takes ρ_0 = 1. Use batches of at least a few times K rows. The per-datum
+        log-likelihood of each batch (before its step) is appended to ``lower_bounds_``.
+        """
+        first = not hasattr(self, "_online")
+        if first:
+            self._validate_params()
+        x = self._check_X(X, reset=first)
+        if first:
+            if x.shape[0] < self.n_components:
+                raise ValueError(
+                    f"X must have at least n_components={self.n_components} samples in the "
+                    f"first partial_fit batch; got {x.shape[0]}"
+                )
+            self.n_features_in_ = x.shape[1]
+            self._check_init_shapes(x.shape[1])
+            summary = self._data_summary(x)
+            self._warned = set()
+            self._state = self._initial_state(x, summary, self._generator())
+            self._online = {"t": 0, "summary": summary, "s": None}
+            self.lower_bounds_ = []
+        on = self._online
+        stats, lse = self._pass(x, self._coefficients(self._state))
+        nb = float(x.shape[0])
+        if self._is_distributed:
+            (nbt,) = self._allreduce([torch.tensor(nb, dtype=torch.float64)])
+            nb = float(nbt)
+        s_hat = {k: v / nb for k, v in stats.items()}
+        rho = 1.0 if on["t"] == 0 else (on["t"] + self.learning_offset) ** (-self.learning_decay)
+        if on["s"] is None:
+            on["s"] = s_hat
+        else:
+            on["s"] = {k: (1.0 - rho) * on["s"][k] + rho * s_hat[k] for k in s_hat}
+        self._state = self._m_step(on["s"], self._state, on["summary"])
+        on["t"] += 1
+        self.lower_bounds_.append(float(lse) / nb)
+        self.lower_bound_ = self.lower_bounds_[-1]
+        self.n_iter_ = on["t"]
+        self.converged_ = False
+        self._publish(self._state)
+        return self
+
+    # ------------------------------------------------------------------ model criteria
+    def _n_parameters(self) -> int:
+        return cv.n_parameters(self.covariance_type, self.n_components, self.n_features_in_)
+
+    def bic(self, X) -> float:
+        """Bayesian information criterion −2 log p(X | θ) + p log N (lower is better)."""
+        self._check_fitted()
+        n = self._check_X(X, reset=False).shape[0]
+        return float(-2.0 * self.score(X) * n + self._n_parameters() * np.log(n))
+
+    def aic(self, X) -> float:
+        """Akaike information criterion −2 log p(X | θ) + 2p (lower is better)."""
+        self._check_fitted()
+        n = self._check_X(X, reset=False).shape[0]
+        return float(-2.0 * self.score(X) * n + 2.0 * self._n_parameters())
+
+    # ------------------------------------------------------------------ persistence
+    def save(self, path) -> None:
+        """Save the fitted model to the directory ``path`` (safetensors + JSON)."""
+        from varbayes.mixture.io import save
+
+        save(self, path)

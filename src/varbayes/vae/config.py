@@ -1,0 +1,279 @@
+"""One dataclass holding everything that defines a VAE run: model, objective, data, optimiser.
+
+The configuration is plain data (numbers, strings, tuples), saved beside every checkpoint
+as JSON and read back with :meth:`VAEConfig.from_json`; a saved run can always be rebuilt
+from it. Values are checked in one place (:meth:`VAEConfig.validate`, run on construction),
+and each error names the field, what was expected and what was given.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from varbayes._io import atomic_write
+
+__all__ = [
+    "ACTIVATIONS",
+    "ARCHITECTURES",
+    "DATASETS",
+    "KL_ESTIMATORS",
+    "LIKELIHOODS",
+    "OBJECTIVES",
+    "VAEConfig",
+]
+
+ARCHITECTURES = ("mlp", "conv")
+ACTIVATIONS = ("relu", "elu", "tanh", "softplus", "leaky_relu", "gelu")
+LIKELIHOODS = ("bernoulli", "gaussian", "continuous-bernoulli")
+OBJECTIVES = ("elbo", "iwae")
+KL_ESTIMATORS = ("analytic", "mc")
+DATASETS = ("mnist", "binarized-mnist")
+BINARIZATIONS = ("auto", "dynamic", "none")
+LR_SCHEDULES = ("constant", "burda")
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+@dataclass
+class VAEConfig:
+    """Everything that defines a VAE and its training run.
+
+    Model: x (an image of ``image_shape`` = (H, W), D = H·W pixels) and a latent
+    z ∈ R^L (L = ``latent_dim``) with prior p(z) = N(0, I); the encoder gives
+    q(z|x) = N(μφ(x), diag σφ²(x)); the decoder gives the parameters of p(x|z)
+    (``likelihood``: Bernoulli logits, Gaussian mean, continuous-Bernoulli logits).
+
+    Fields
+    ------
+    latent_dim : L ≥ 1 (2 for pictures of the latent space, 20-50 for density).
+    architecture : ``"mlp"`` (``hidden`` widths) or ``"conv"`` (``conv_channels``,
+        then one hidden layer of ``hidden[-1]`` units; needs H and W divisible by 4).
+    hidden : widths of the encoder's hidden layers; the decoder mirrors them.
+    activation : one of :data:`ACTIVATIONS`.
+    likelihood : ``"bernoulli"`` (x ∈ [0, 1], usually binary), ``"gaussian"``
+        (N(sigmoid(out), s²), s = ``gaussian_std``, learned per pixel when
+        ``learn_std``) or ``"continuous-bernoulli"`` (x ∈ [0, 1]).
+    objective : ``"elbo"``: ELBO = E_q[log p(x|z)] − β·KL(q(z|x) || p(z)) with
+        ``num_samples`` draws of z; ``"iwae"``: log (1/k) Σ_i p(x, z_i)/q(z_i|x) with
+        k = ``num_samples`` (Burda et al. 2015).
+    kl : ``"analytic"`` (closed form, ``torch.distributions.kl_divergence``) or
+        ``"mc"`` (log q(z|x) − log p(z) at the drawn z).
+    beta : weight β ≥ 0 of the KL term (β = 1: the ELBO).
+    warmup_epochs : KL warm-up: β_t rises linearly from 0 to ``beta`` over this many
+        epochs (0: no warm-up). ELBO objective only.
+    dataset : ``"mnist"`` (grey levels in [0, 1]) or ``"binarized-mnist"`` (the fixed
+        .amat benchmark; train/valid/test as published).
+    binarize : ``"dynamic"`` (x ~ Bernoulli(grey level) afresh for every batch),
+        ``"none"`` (grey levels as they are) or ``"auto"`` (dynamic for MNIST with a
+        Bernoulli likelihood, none otherwise).
+    val_size : images of the MNIST training split held out for validation.
+    train_size : use only the first ``train_size`` training images (None: all).
+    epochs, batch_size, lr, seed : Adam with learning rate ``lr`` on minibatches of
+        ``batch_size``; ``seed`` fixes initial weights, data order and all noise.
+    lr_schedule : ``"constant"``, or ``"burda"``: Burda et al. (2015)'s schedule, 3^i
+        epochs at ``lr``·10^(−i/7) for i = 0, 1, …, 7 (3,280 epochs in all; the last
+        rate is kept beyond them).
+    """
+
+    latent_dim: int = 2
+    architecture: str = "mlp"
+    hidden: tuple[int, ...] = (512, 256)
+    conv_channels: tuple[int, ...] = (32, 64)
+    activation: str = "relu"
+    likelihood: str = "bernoulli"
+    gaussian_std: float = 0.1
+    learn_std: bool = False
+    image_shape: tuple[int, int] = (28, 28)
+    objective: str = "elbo"
+    kl: str = "analytic"
+    num_samples: int = 1
+    beta: float = 1.0
+    warmup_epochs: float = 0.0
+    dataset: str = "mnist"
+    binarize: str = "auto"
+    val_size: int = 5000
+    train_size: int | None = None
+    epochs: int = 20
+    batch_size: int = 128
+    lr: float = 1e-3
+    lr_schedule: str = "constant"
+    seed: int = 0
+
+    def __post_init__(self):
+        self.hidden = tuple(self.hidden) if isinstance(self.hidden, (list, tuple)) else self.hidden
+        if isinstance(self.conv_channels, list):
+            self.conv_channels = tuple(self.conv_channels)
+        if isinstance(self.image_shape, list):
+            self.image_shape = tuple(self.image_shape)
+        self.validate()
+
+    # ----------------------------------------------------------------- checks
+    def validate(self) -> None:
+        """Raise ``ValueError``/``TypeError`` naming the first bad field."""
+        _int_at_least("latent_dim", self.latent_dim, 1)
+        _choice("architecture", self.architecture, ARCHITECTURES)
+        _int_tuple("hidden", self.hidden, allow_empty=self.architecture == "mlp")
+        _int_tuple("conv_channels", self.conv_channels, allow_empty=False)
+        _choice("activation", self.activation, ACTIVATIONS)
+        _choice("likelihood", self.likelihood, LIKELIHOODS)
+        if not (_is_number(self.gaussian_std) and self.gaussian_std > 0):
+            raise ValueError(f"gaussian_std must be a finite number > 0; got {self.gaussian_std!r}")
+        if not isinstance(self.learn_std, bool):
+            raise TypeError(f"learn_std must be True or False; got {self.learn_std!r}")
+        if (
+            not isinstance(self.image_shape, tuple)
+            or len(self.image_shape) != 2
+            or not all(_is_int(s) and s >= 1 for s in self.image_shape)
+        ):
+            raise ValueError(
+                f"image_shape must be (height, width) with two integers >= 1; "
+                f"got {self.image_shape!r}"
+            )
+        if self.architecture == "conv" and any(s % 4 for s in self.image_shape):
+            raise ValueError(
+                "image_shape must have height and width divisible by 4 for "
+                f"architecture='conv'; got {self.image_shape!r}"
+            )
+        _choice("objective", self.objective, OBJECTIVES)
+        _choice("kl", self.kl, KL_ESTIMATORS)
+        _int_at_least("num_samples", self.num_samples, 1)
+        if not (_is_number(self.beta) and self.beta >= 0):
+            raise ValueError(f"beta must be a finite number >= 0; got {self.beta!r}")
+        if not (_is_number(self.warmup_epochs) and self.warmup_epochs >= 0):
+            raise ValueError(
+                f"warmup_epochs must be a finite number >= 0; got {self.warmup_epochs!r}"
+            )
+        if self.objective == "iwae" and (self.warmup_epochs > 0 or self.beta != 1):
+            raise ValueError(
+                "objective='iwae' is a bound on log p(x) only with beta=1 and no warm-up; "
+                f"got beta={self.beta!r}, warmup_epochs={self.warmup_epochs!r}"
+            )
+        _choice("dataset", self.dataset, DATASETS)
+        _choice("binarize", self.binarize, BINARIZATIONS)
+        if self.binarize == "dynamic" and self.likelihood != "bernoulli":
+            raise ValueError(
+                "binarize='dynamic' needs likelihood='bernoulli'; got "
+                f"likelihood={self.likelihood!r} (use binarize='none' or 'auto')"
+            )
+        if self.dataset == "binarized-mnist" and self.binarize == "dynamic":
+            raise ValueError(
+                "binarize='dynamic' applies to dataset='mnist'; binarized-mnist is already "
+                "binary (use binarize='auto' or 'none')"
+            )
+        _int_at_least("val_size", self.val_size, 0)
+        if self.train_size is not None:
+            _int_at_least("train_size", self.train_size, 1)
+        _int_at_least("epochs", self.epochs, 1)
+        _int_at_least("batch_size", self.batch_size, 1)
+        if not (_is_number(self.lr) and self.lr > 0):
+            raise ValueError(f"lr must be a finite number > 0; got {self.lr!r}")
+        _choice("lr_schedule", self.lr_schedule, LR_SCHEDULES)
+        _int_at_least("seed", self.seed, 0)
+
+    # ------------------------------------------------------------ derived
+    @property
+    def data_dim(self) -> int:
+        """D = H·W, the number of pixels of one image."""
+        return self.image_shape[0] * self.image_shape[1]
+
+    @property
+    def dynamic_binarization(self) -> bool:
+        """Whether training draws x ~ Bernoulli(grey level) afresh for every batch."""
+        if self.binarize == "auto":
+            return self.dataset == "mnist" and self.likelihood == "bernoulli"
+        return self.binarize == "dynamic"
+
+    def learning_rate(self, epoch: int) -> float:
+        """The learning rate of (0-based) ``epoch`` under ``lr_schedule``."""
+        if self.lr_schedule == "constant":
+            return self.lr
+        i, end = 0, 1
+        while epoch >= end and i < 7:
+            i += 1
+            end += 3**i
+        return self.lr * 10 ** (-i / 7)
+
+    def replace(self, **changes) -> VAEConfig:
+        """A copy with ``changes`` applied (and checked)."""
+        return dataclasses.replace(self, **changes)
+
+    # --------------------------------------------------------------- JSON
+    def to_dict(self) -> dict:
+        """Plain-data dict (tuples as lists), ready for ``json.dumps``."""
+        out = {}
+        for f in dataclasses.fields(self):
+            if f.name.startswith("_"):
+                continue
+            v = getattr(self, f.name)
+            out[f.name] = list(v) if isinstance(v, tuple) else v
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict) -> VAEConfig:
+        """Build from :meth:`to_dict` output; unknown keys raise ``ValueError`` naming them."""
+        if not isinstance(data, dict):
+            raise TypeError(f"config must be a JSON object (dict); got {type(data).__name__}")
+        names = {f.name for f in dataclasses.fields(cls) if not f.name.startswith("_")}
+        unknown = sorted(set(data) - names)
+        if unknown:
+            raise ValueError(
+                f"config has unknown field(s) {unknown}; expected a subset of {sorted(names)}"
+            )
+        return cls(**data)
+
+    def to_json(self) -> str:
+        """The configuration as an indented JSON string."""
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> VAEConfig:
+        """Parse :meth:`to_json` output; invalid JSON raises ``ValueError``."""
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"config is not valid JSON: {exc}") from exc
+        return cls.from_dict(data)
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write the JSON to ``path`` atomically; return the path."""
+        with atomic_write(path) as f:
+            f.write((self.to_json() + "\n").encode())
+        return Path(path)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> VAEConfig:
+        """Read a configuration written by :meth:`save`."""
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"config file {str(path)!r} does not exist")
+        return cls.from_json(path.read_text())
+
+
+def _int_at_least(name: str, value, minimum: int) -> None:
+    if not _is_int(value):
+        raise TypeError(f"{name} must be an integer >= {minimum}; got {value!r}")
+    if value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}; got {value!r}")
+
+
+def _choice(name: str, value, choices) -> None:
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {list(choices)}; got {value!r}")
+
+
+def _int_tuple(name: str, value, *, allow_empty: bool) -> None:
+    if not isinstance(value, tuple) or not all(_is_int(v) and v >= 1 for v in value):
+        raise ValueError(f"{name} must be a sequence of integers >= 1; got {value!r}")
+    if not value and not allow_empty:
+        raise ValueError(f"{name} must not be empty; got {value!r}")

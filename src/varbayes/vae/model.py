@@ -1,0 +1,318 @@
+"""The variational autoencoder: amortized stochastic VI with the reparameterization trick.
+
+Generative model:  z ~ p(z) = N(0, I_L),   x | z ~ p_θ(x|z) (decoder + likelihood).
+Inference model:   q_φ(z|x) = N(μφ(x), diag σφ²(x))  (encoder).
+Reparameterization: z = μφ(x) + σφ(x) ⊙ ε,  ε ~ N(0, I), so the Monte Carlo estimate of
+
+    ELBO(x) = E_q[log p_θ(x|z)] − KL(q_φ(z|x) || p(z))  ≤  log p_θ(x)
+
+is differentiable in φ and θ, and both are trained together by SGD. The KL between two
+Gaussians is available in closed form (``torch.distributions.kl_divergence``), or
+estimated by log q(z|x) − log p(z) at the drawn z. The importance-weighted bound
+
+    IWAE_k(x) = E[log (1/k) Σ_i p_θ(x, z_i)/q_φ(z_i|x)],  z_i ~ q(z|x),
+
+satisfies ELBO = IWAE_1 ≤ IWAE_k ≤ IWAE_{k+1} ≤ log p(x) and tends to log p(x) as k grows
+(Burda et al. 2015); at k = 5000 it is the standard estimate of the test log-likelihood.
+
+Images enter as tensors of shape (B, H, W), (B, 1, H, W) or (B, H·W), floating point.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import torch
+from torch import nn
+from torch.distributions import Distribution, Independent, Normal, kl_divergence
+
+from varbayes._validation import check_int
+from varbayes.vae.config import KL_ESTIMATORS, OBJECTIVES, VAEConfig
+from varbayes.vae.likelihoods import Likelihood, likelihood_from_config
+from varbayes.vae.networks import build_networks
+from varbayes.vi.elbo import objective as _bound_from_log_weights
+
+__all__ = ["ELBOTerms", "VAE"]
+
+_LOG_2PI = math.log(2 * math.pi)
+
+
+class ELBOTerms(NamedTuple):
+    """Per-datum terms, each of shape (B,): ``elbo = recon − kl``.
+
+    ``recon`` = E_q[log p(x|z)] (Monte Carlo), ``kl`` = KL(q(z|x) || p(z)) (closed form
+    or Monte Carlo).
+    """
+
+    elbo: torch.Tensor
+    recon: torch.Tensor
+    kl: torch.Tensor
+
+
+class VAE(nn.Module):
+    """A VAE with encoder q_φ(z|x) = N(μφ(x), diag σφ²(x)), prior N(0, I), decoder p_θ(x|z).
+
+    Parameters
+    ----------
+    config : VAEConfig
+        Sizes, architecture and likelihood (see :class:`~varbayes.vae.config.VAEConfig`).
+    encoder, decoder, likelihood : optional
+        Replace the networks or the likelihood built from ``config`` (the encoder maps
+        (B, D) to ``(loc, log_var)``, each (B, L); the decoder maps (..., L) to (..., D)).
+    """
+
+    def __init__(
+        self,
+        config: VAEConfig | None = None,
+        *,
+        encoder: nn.Module | None = None,
+        decoder: nn.Module | None = None,
+        likelihood: Likelihood | None = None,
+    ):
+        super().__init__()
+        config = VAEConfig() if config is None else config
+        if not isinstance(config, VAEConfig):
+            raise TypeError(f"config must be a VAEConfig; got {type(config).__name__}")
+        self.config = config
+        enc, dec = (
+            (None, None) if encoder is not None and decoder is not None else build_networks(config)
+        )
+        self.encoder = encoder if encoder is not None else enc
+        self.decoder = decoder if decoder is not None else dec
+        self.likelihood = likelihood if likelihood is not None else likelihood_from_config(config)
+
+    # ---------------------------------------------------------------- shapes
+    @property
+    def latent_dim(self) -> int:
+        """L, the size of z."""
+        return self.config.latent_dim
+
+    @property
+    def data_dim(self) -> int:
+        """D = H·W, the number of pixels."""
+        return self.config.data_dim
+
+    def _param(self) -> torch.Tensor:
+        return next(self.parameters())
+
+    def flatten(self, x: torch.Tensor, name: str = "x", *, check_values: bool = True):
+        """Return ``x`` as (B, D) in the model's dtype, checking its size and values.
+
+        Accepts (B, H, W), (B, 1, H, W) or (B, D). Raises ``TypeError`` naming ``name``
+        for a non-tensor or non-floating tensor, ``ValueError`` for a wrong image size or
+        (with ``check_values``) values outside the likelihood's support.
+        """
+        if not isinstance(x, torch.Tensor):
+            raise TypeError(f"{name} must be a torch.Tensor of images; got {type(x).__name__}")
+        if not x.dtype.is_floating_point:
+            raise TypeError(
+                f"{name} must be a floating tensor with values in [0, 1]; got dtype {x.dtype} "
+                "(divide uint8 images by 255)"
+            )
+        h, w = self.config.image_shape
+        d = h * w
+        shape = tuple(x.shape)
+        ok = (
+            (x.dim() == 2 and shape[1] == d)
+            or (x.dim() == 3 and shape[1:] == (h, w))
+            or (x.dim() == 4 and shape[1:] == (1, h, w))
+        )
+        if not ok:
+            raise ValueError(
+                f"{name} must be images of shape (B, {h}, {w}), (B, 1, {h}, {w}) or (B, {d}) "
+                f"for this model; got shape {shape}"
+            )
+        x = x.reshape(shape[0], d)
+        p = self._param()
+        x = x.to(dtype=p.dtype, device=p.device)
+        if check_values:
+            self.likelihood.check_data(x, name)
+        return x
+
+    def _images(self, flat: torch.Tensor) -> torch.Tensor:
+        return flat.reshape(*flat.shape[:-1], *self.config.image_shape)
+
+    # ---------------------------------------------------------------- pieces
+    def prior(self) -> Distribution:
+        """p(z) = N(0, I_L) as an ``Independent(Normal)`` with event shape (L,)."""
+        p = self._param()
+        zeros = torch.zeros(self.latent_dim, dtype=p.dtype, device=p.device)
+        return Independent(Normal(zeros, torch.ones_like(zeros), validate_args=False), 1)
+
+    def _encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        loc, log_var = self.encoder(x)
+        return loc, torch.exp(0.5 * log_var)
+
+    def encode(self, x: torch.Tensor) -> Distribution:
+        """q_φ(z|x) = N(μφ(x), diag σφ²(x)): batch shape (B,), event shape (L,)."""
+        loc, scale = self._encode(self.flatten(x))
+        return Independent(Normal(loc, scale, validate_args=False), 1)
+
+    def decode(self, z: torch.Tensor) -> Distribution:
+        """p_θ(x|z) for z of shape (..., L): batch shape (...), event shape (D,)."""
+        if not isinstance(z, torch.Tensor) or z.dim() < 1 or z.shape[-1] != self.latent_dim:
+            got = tuple(z.shape) if isinstance(z, torch.Tensor) else type(z).__name__
+            raise ValueError(
+                f"z must be a tensor of shape (..., {self.latent_dim}) (latent_dim); got {got}"
+            )
+        return self.likelihood.distribution(self.decoder(z.to(self._param().dtype)))
+
+    @torch.no_grad()
+    def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
+        """E[x | z = μφ(x)]: the decoded posterior mean, shape (B, H, W)."""
+        loc, _ = self._encode(self.flatten(x))
+        return self._images(self.likelihood.mean(self.decoder(loc)))
+
+    @torch.no_grad()
+    def sample(
+        self, n: int, *, generator: torch.Generator | None = None, mean: bool = True
+    ) -> torch.Tensor:
+        """n images from the model: z ~ N(0, I), then E[x|z] (``mean=True``) or x ~ p(x|z).
+
+        Returns shape (n, H, W).
+        """
+        n = check_int(n, "n", minimum=1)
+        p = self._param()
+        z = torch.randn(n, self.latent_dim, generator=generator, dtype=p.dtype, device=p.device)
+        out = self.decoder(z)
+        if mean:
+            return self._images(self.likelihood.mean(out))
+        return self._images(self.likelihood.distribution(out).sample())
+
+    # ------------------------------------------------------------ objectives
+    def _draw(self, loc, scale, k: int, generator, eps=None) -> torch.Tensor:
+        """z = μ + σ ⊙ ε with ε ~ N(0, I) of shape (k, B, L) (from ``generator``)."""
+        if eps is None:
+            eps = torch.randn(
+                (k, *loc.shape), generator=generator, dtype=loc.dtype, device=loc.device
+            )
+        return loc + scale * eps
+
+    def _log_prior(self, z: torch.Tensor) -> torch.Tensor:
+        return -0.5 * (z * z).sum(-1) - 0.5 * z.shape[-1] * _LOG_2PI
+
+    @staticmethod
+    def _log_q(z, loc, scale) -> torch.Tensor:
+        r = (z - loc) / scale
+        return -0.5 * (r * r).sum(-1) - scale.log().sum(-1) - 0.5 * z.shape[-1] * _LOG_2PI
+
+    def _terms(self, x, *, num_samples: int, kl: str, generator=None, eps=None) -> ELBOTerms:
+        """ELBO terms of flattened, checked x (B, D) from ``num_samples`` draws of z."""
+        loc, scale = self._encode(x)
+        z = self._draw(loc, scale, num_samples, generator, eps)  # (S, B, L)
+        recon = self.likelihood.log_prob(x, self.decoder(z)).mean(0)
+        if kl == "analytic":
+            q = Independent(Normal(loc, scale, validate_args=False), 1)
+            kl_term = kl_divergence(q, self.prior())
+        else:
+            kl_term = (self._log_q(z, loc, scale) - self._log_prior(z)).mean(0)
+        return ELBOTerms(recon - kl_term, recon, kl_term)
+
+    def _log_weights(self, x, k: int, generator=None, eps=None) -> torch.Tensor:
+        """log w_i = log p(x|z_i) + log p(z_i) − log q(z_i|x), shape (k, B)."""
+        loc, scale = self._encode(x)
+        z = self._draw(loc, scale, k, generator, eps)
+        log_px_z = self.likelihood.log_prob(x, self.decoder(z))
+        return log_px_z + self._log_prior(z) - self._log_q(z, loc, scale)
+
+    def elbo(
+        self,
+        x: torch.Tensor,
+        *,
+        num_samples: int = 1,
+        kl: str = "analytic",
+        generator: torch.Generator | None = None,
+    ) -> ELBOTerms:
+        """ELBO(x) = E_q[log p(x|z)] − KL(q(z|x) || p(z)) per datum, with S = ``num_samples``.
+
+        ``kl="analytic"`` uses the closed form, ``"mc"`` the estimate log q(z|x) − log p(z)
+        at the same draws z_s = μ + σ ⊙ ε_s. Differentiable (reparameterized). Returns
+        :class:`ELBOTerms` of shape (B,) each.
+        """
+        num_samples = check_int(num_samples, "num_samples", minimum=1)
+        if kl not in KL_ESTIMATORS:
+            raise ValueError(f"kl must be one of {list(KL_ESTIMATORS)}; got {kl!r}")
+        return self._terms(self.flatten(x), num_samples=num_samples, kl=kl, generator=generator)
+
+    def iwae_bound(
+        self, x: torch.Tensor, k: int, *, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
+        """IWAE_k(x) = log (1/k) Σ_i p(x, z_i)/q(z_i|x), z_i = μ + σ ⊙ ε_i; shape (B,).
+
+        Differentiable (use it as a training objective); the log-mean-exp of the log
+        weights is :func:`varbayes.vi.elbo.objective` with ``estimator="iwae"``.
+        """
+        k = check_int(k, "k", minimum=1)
+        log_w = self._log_weights(self.flatten(x), k, generator)
+        return _bound_from_log_weights(log_w, torch.zeros_like(log_w), estimator="iwae")
+
+    @torch.no_grad()
+    def log_likelihood(
+        self,
+        x: torch.Tensor,
+        k: int = 5000,
+        *,
+        max_rows: int = 16384,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
+        """Estimate log p(x) by IWAE_k, shape (B,); memory bounded by chunking the k samples.
+
+        The decoder sees at most ``max(max_rows, B)`` rows (samples × images) at once; the
+        log weights of all chunks, (k, B), are combined by one log-sum-exp. With k = 1 this
+        is a one-sample ELBO estimate (Monte Carlo KL).
+        """
+        k = check_int(k, "k", minimum=1)
+        max_rows = check_int(max_rows, "max_rows", minimum=1)
+        x = self.flatten(x)
+        chunk = max(1, max_rows // max(1, x.shape[0]))
+        parts = []
+        done = 0
+        while done < k:
+            c = min(chunk, k - done)
+            parts.append(self._log_weights(x, c, generator))
+            done += c
+        log_w = torch.cat(parts, 0)
+        return torch.logsumexp(log_w, 0) - math.log(k)
+
+    def forward(self, x: torch.Tensor, **kwargs) -> tuple[torch.Tensor, torch.Tensor]:
+        """Same as :meth:`objective` (so that DDP and ``torch.compile`` wrap the loss)."""
+        return self.objective(x, **kwargs)
+
+    def objective(
+        self,
+        x: torch.Tensor,
+        *,
+        objective: str = "elbo",
+        num_samples: int = 1,
+        kl: str = "analytic",
+        beta: float | torch.Tensor = 1.0,
+        generator: torch.Generator | None = None,
+        eps: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The training loss and detached metric sums for one batch of flattened x (B, D).
+
+        ``objective="elbo"``: loss = −mean_b [recon_b − β·kl_b]; ``"iwae"``: loss =
+        −mean_b IWAE_k(x_b) with k = ``num_samples``. ``x`` is not checked here (the
+        trainer checks the data once). ``eps`` (S, B, L) replaces the drawn noise.
+
+        Returns ``(loss, sums)``: a scalar, and a (3,) tensor [Σ_b bound_b, Σ_b recon_b,
+        Σ_b kl_b] (bound = the ELBO, or the IWAE bound) kept on the device.
+        """
+        if objective == "elbo":
+            t = self._terms(x, num_samples=num_samples, kl=kl, generator=generator, eps=eps)
+            loss = -(t.recon - beta * t.kl).mean()
+            sums = torch.stack((t.elbo.sum(), t.recon.sum(), t.kl.sum())).detach()
+            return loss, sums
+        if objective == "iwae":
+            loc, scale = self._encode(x)
+            z = self._draw(loc, scale, num_samples, generator, eps)
+            log_px_z = self.likelihood.log_prob(x, self.decoder(z))
+            log_w = log_px_z + self._log_prior(z) - self._log_q(z, loc, scale)
+            bound = _bound_from_log_weights(log_w, torch.zeros_like(log_w), estimator="iwae")
+            q = Independent(Normal(loc, scale, validate_args=False), 1)
+            with torch.no_grad():
+                kl_term = kl_divergence(q, self.prior())
+                sums = torch.stack((bound.sum(), log_px_z.mean(0).sum(), kl_term.sum()))
+            return -bound.mean(), sums.detach()
+        raise ValueError(f"objective must be one of {list(OBJECTIVES)}; got {objective!r}")

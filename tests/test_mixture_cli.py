@@ -1,0 +1,114 @@
+"""`varbayes gmm fit`: output, saved model, figure, and failures that write nothing."""
+
+import numpy as np
+import pytest
+import torch
+from sklearn.mixture import GaussianMixture as SkGaussianMixture
+
+from varbayes.cli import main
+from varbayes.mixture import load
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """One intra-op thread on the shared 2-core test machine (see test_mixture_em.py)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture
+def data():
+    rng = np.random.default_rng(0)
+    return np.concatenate([rng.normal(size=(200, 2)) + 6, rng.normal(size=(150, 2)) * 0.6])
+
+
+def test_fit_npy_prints_likelihood_bic_aic_and_saves(tmp_path, data, capsys):
+    """The printed log-likelihood and BIC agree with scikit-learn fitted to the same file;
+    --save writes a loadable model and --plot a PNG."""
+    np.save(tmp_path / "x.npy", data)
+    rc = main(
+        [
+            "gmm", "fit", str(tmp_path / "x.npy"), "-k", "2",
+            "--save", str(tmp_path / "model"), "--plot", str(tmp_path / "fig.png"),
+        ]
+    )  # fmt: skip
+    out = capsys.readouterr().out
+    assert rc == 0
+    sk = SkGaussianMixture(2, random_state=0).fit(data)
+    ll = float(out.split("log-likelihood per datum: ")[1].split()[0])
+    bic = float(out.split("BIC: ")[1].split()[0])
+    assert ll == pytest.approx(sk.score(data), abs=1e-5)
+    assert bic == pytest.approx(sk.bic(data), rel=1e-6)
+    assert "converged: yes" in out and "iterations:" in out and "AIC:" in out
+    assert load(tmp_path / "model").n_components == 2
+    assert (tmp_path / "fig.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_fit_csv_variational_reports_effective_components(tmp_path, data, capsys):
+    """--variational on a CSV with a header prints the ELBO and the effective components."""
+    np.savetxt(tmp_path / "x.csv", data, delimiter=",", header="a,b", comments="")
+    rc = main(["gmm", "fit", str(tmp_path / "x.csv"), "-k", "5", "--variational"])
+    out = capsys.readouterr().out
+    assert rc == 0
+    assert "ELBO per datum:" in out and "effective components:" in out
+
+
+def test_unreadable_or_missing_data_fails_and_writes_nothing(tmp_path, capsys):
+    """A missing, non-numeric or unsupported DATA file exits 2 naming DATA; nothing is saved."""
+    (tmp_path / "bad.csv").write_text("a,b\nx,y\n")
+    (tmp_path / "x.txt.gz").write_text("1")
+    for path in ["missing.csv", "bad.csv", "x.txt.gz"]:
+        rc = main(["gmm", "fit", str(tmp_path / path), "-k", "2", "--save", str(tmp_path / "m")])
+        assert rc == 2
+        assert "DATA" in capsys.readouterr().err
+    assert not (tmp_path / "m").exists()
+
+
+def test_failing_fit_writes_nothing(tmp_path, capsys):
+    """Fewer rows than components: exit 2 naming X, no model and no figure written."""
+    np.save(tmp_path / "x.npy", np.ones((3, 2)))
+    rc = main(
+        [
+            "gmm", "fit", str(tmp_path / "x.npy"), "-k", "5",
+            "--save", str(tmp_path / "m"), "--plot", str(tmp_path / "f.png"),
+        ]
+    )  # fmt: skip
+    assert rc == 2
+    assert "n_components=5" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == [tmp_path / "x.npy"]
+
+
+def test_gmm_without_subcommand_prints_its_help(capsys):
+    """`varbayes gmm` alone prints the group's help listing `fit`."""
+    main(["gmm"])
+    assert "fit" in capsys.readouterr().out
+
+
+def test_three_dimensional_array_is_rejected(tmp_path, capsys):
+    """A .npy holding a 3-D array exits 2 naming DATA and the shape."""
+    np.save(tmp_path / "x.npy", np.ones((4, 2, 2)))
+    assert main(["gmm", "fit", str(tmp_path / "x.npy"), "-k", "2"]) == 2
+    assert "DATA must hold a 2-D array" in capsys.readouterr().err
+
+
+def test_overflowing_data_fails_cleanly_and_writes_nothing(tmp_path, capsys):
+    """Values whose squares overflow make the ELBO non-finite: exit 2, nothing saved."""
+    rng = np.random.default_rng(0)
+    np.save(tmp_path / "x.npy", rng.normal(size=(50, 2)) * 1e200)
+    rc = main(["gmm", "fit", str(tmp_path / "x.npy"), "-k", "2", "--save", str(tmp_path / "m")])
+    assert rc == 2
+    assert "the fit failed" in capsys.readouterr().err
+    assert not (tmp_path / "m").exists()
+
+
+def test_torchrun_entry_point_checks_its_data_before_starting(tmp_path):
+    """The torchrun entry point (`-m varbayes.mixture`) names `data` for a bad or 1-D file."""
+    from varbayes.mixture.distributed import main as dist_main
+
+    np.save(tmp_path / "v.npy", np.ones(5))
+    with pytest.raises(ValueError, match="data must hold a 2-D array"):
+        dist_main([str(tmp_path / "v.npy"), "-k", "2"])
+    with pytest.raises(ValueError, match="data: cannot read"):
+        dist_main([str(tmp_path / "missing.npy"), "-k", "2"])

@@ -1,0 +1,136 @@
+"""Beyond one batch: stepwise online EM (partial_fit) and EM sharded over processes (gloo)."""
+
+import socket
+import warnings
+
+import numpy as np
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+from varbayes.mixture import GaussianMixture, VariationalGaussianMixture
+from varbayes.monitor import ConvergenceWarning
+
+CENTRES = np.array([[0.0, 0.0], [6.0, 1.0], [2.0, 7.0]])
+
+
+def blobs(seed=0, n=2000):
+    rng = np.random.default_rng(seed)
+    parts = [rng.normal(size=(n, 2)) @ rng.normal(size=(2, 2)) * 0.7 + c for c in CENTRES]
+    x = np.concatenate(parts)
+    return x[rng.permutation(len(x))]
+
+
+def inits(x, k=3, seed=1):
+    rng = np.random.default_rng(seed)
+    return {
+        "weights_init": np.full(k, 1.0 / k),
+        "means_init": x[rng.choice(len(x), k, replace=False)],
+        "precisions_init": np.stack([np.eye(x.shape[1])] * k),
+    }
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """One intra-op thread: the 2-core test machine is shared, and an oversubscribed OpenMP
+    pool makes every small op wait ~10 ms. Results do not depend on it."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def test_partial_fit_approaches_the_batch_solution():
+    """Stepwise EM over minibatches (5 passes) ends within 2e-3 of the batch log-likelihood."""
+    x = blobs()
+    init = inits(x)
+    init["means_init"] = CENTRES + np.random.default_rng(5).normal(size=CENTRES.shape)
+    batch = GaussianMixture(3, tol=1e-8, max_iter=500, **init).fit(x)
+    online = GaussianMixture(3, learning_decay=0.7, learning_offset=2.0, **init)
+    rng = np.random.default_rng(0)
+    for _ in range(5):
+        for idx in np.array_split(rng.permutation(len(x)), 30):
+            online.partial_fit(x[idx])
+    assert online.n_iter_ == 150 and len(online.lower_bounds_) == 150
+    gap = batch.score(x) - online.score(x)
+    assert 0.0 <= gap < 2e-3 * abs(batch.score(x))
+    order = np.argsort(online.means_[:, 0].numpy())
+    ref = np.argsort(batch.means_[:, 0].numpy())
+    np.testing.assert_allclose(online.means_.numpy()[order], batch.means_.numpy()[ref], atol=0.05)
+
+
+def test_partial_fit_first_batch_and_feature_checks():
+    """partial_fit names X for a first batch smaller than K or a later one with other features."""
+    x = blobs()
+    with pytest.raises(ValueError, match="X must have at least n_components=3 samples"):
+        GaussianMixture(3).partial_fit(x[:2])
+    gm = GaussianMixture(3, random_state=0).partial_fit(x[:100])
+    with pytest.raises(ValueError, match="X has 3 features"):
+        gm.partial_fit(np.ones((10, 3)))
+
+
+# ----------------------------------------------------------------------------- distributed
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _worker(rank, world, port, x, init, variational, out):
+    torch.set_num_threads(1)
+    dist.init_process_group(
+        "gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world
+    )
+    try:
+        shard = np.array_split(x, world)[rank]
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            if variational:
+                model = VariationalGaussianMixture(3, max_iter=15, tol=0, distributed=True, **init)
+            else:
+                model = GaussianMixture(3, max_iter=15, tol=0, distributed=True, **init)
+            model.fit(shard)
+        if rank == 0:
+            np.savez(
+                out,
+                means=model.means_.numpy(),
+                cov=model.covariances_.numpy(),
+                weights=model.weights_.numpy(),
+                trace=np.asarray(model.lower_bounds_),
+            )
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.parametrize("variational", [False, pytest.param(True, marks=pytest.mark.slow)])
+def test_two_gloo_processes_match_one_process(tmp_path, variational):
+    """Two processes each holding half the rows reach the single-process model (to 1e-10)."""
+    x = blobs(seed=3, n=300)
+    if variational:
+        r = np.random.default_rng(2).uniform(size=(len(x), 3))
+        r /= r.sum(1, keepdims=True)
+        init, init_local = {}, {"resp_init": r}
+    else:
+        init = init_local = inits(x)
+    out = str(tmp_path / "rank0.npz")
+    if variational:
+        # each process passes its own rows' responsibilities
+        parts = np.array_split(r, 2)
+        ctx_init = [{"resp_init": parts[0]}, {"resp_init": parts[1]}]
+        mp.spawn(_worker_vi, args=(2, _free_port(), x, ctx_init, out), nprocs=2, join=True)
+    else:
+        mp.spawn(_worker, args=(2, _free_port(), x, init, False, out), nprocs=2, join=True)
+    got = np.load(out)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        cls = VariationalGaussianMixture if variational else GaussianMixture
+        ref = cls(3, max_iter=15, tol=0, **init_local).fit(x)
+    np.testing.assert_allclose(got["means"], ref.means_.numpy(), rtol=1e-10, atol=1e-10)
+    np.testing.assert_allclose(got["cov"], ref.covariances_.numpy(), rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(got["weights"], ref.weights_.numpy(), rtol=1e-10)
+    np.testing.assert_allclose(got["trace"], ref.lower_bounds_, rtol=1e-10)
+
+
+def _worker_vi(rank, world, port, x, init_per_rank, out):
+    _worker(rank, world, port, x, init_per_rank[rank], True, out)

@@ -1,0 +1,292 @@
+"""The VAE trainer: learning, exact resume, Ctrl-C, non-finite loss, safe checkpoints."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+
+import pytest
+import torch
+
+from varbayes.vae import VAE, VAEConfig
+from varbayes.vae.checkpoint import load_checkpoint, load_model, resolve_checkpoint
+from varbayes.vae.data import VAEData
+from varbayes.vae.train import Trainer, TrainingDivergedError, train
+
+CFG = VAEConfig(image_shape=(6, 6), hidden=(24,), latent_dim=2, epochs=2, batch_size=16, val_size=0)
+
+
+def synthetic(n=160, seed=0):
+    """Grey-level images: noisy copies of 3 prototypes (structure a VAE can learn)."""
+    g = torch.Generator().manual_seed(seed)
+    protos = torch.rand(3, 36, generator=g)
+    idx = torch.randint(0, 3, (n + 48,), generator=g)
+    x = (protos[idx] + 0.1 * torch.randn(n + 48, 36, generator=g)).clamp(0, 1)
+    return VAEData(x[:n].reshape(-1, 6, 6), x[n:])
+
+
+DATA = synthetic()
+
+
+def weights(model):
+    return {k: v.clone() for k, v in model.state_dict().items()}
+
+
+def assert_same_weights(a, b):
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+
+
+def test_training_raises_the_validation_elbo(tmp_path):
+    """Six epochs (Gaussian decoder) on prototype images raise the validation ELBO by 20+ nats."""
+    cfg = CFG.replace(epochs=6, lr=3e-3, likelihood="gaussian")
+    torch.manual_seed(cfg.seed)
+    initial = VAE(cfg)  # the trainer starts from these weights
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        before = initial.elbo(DATA.val, num_samples=20, generator=g).elbo.mean().item()
+    r = train(cfg, tmp_path / "run", data=DATA, progress=False)
+    assert r.history[-1]["val_elbo"] > before + 20
+    assert r.history[-1]["val_elbo"] > r.history[0]["val_elbo"]
+    lines = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(s)["epoch"] for s in lines] == [1, 2, 3, 4, 5, 6]
+
+
+def test_resumed_run_ends_with_the_same_weights(tmp_path):
+    """1 epoch + resume for a 2nd gives bit-identical weights to 2 epochs in one go (CPU)."""
+    full = train(CFG, tmp_path / "a", data=DATA, progress=False)
+    train(CFG.replace(epochs=1), tmp_path / "b", data=DATA, progress=False)
+    resumed = train(CFG, tmp_path / "b", data=DATA, progress=False, resume=True)
+    assert_same_weights(weights(full.model), weights(resumed.model))
+    assert [h["train_bound"] for h in full.history] == [h["train_bound"] for h in resumed.history]
+
+
+def test_ctrl_c_mid_epoch_saves_and_resume_is_exact(tmp_path):
+    """SIGINT mid-epoch saves a checkpoint and stops; resuming reproduces the full run."""
+    cfg = CFG.replace(epochs=2, objective="iwae", num_samples=3)
+    full = train(cfg, tmp_path / "a", data=DATA, progress=False)
+
+    def interrupt(trainer, epoch, batch):
+        if epoch == 1 and batch == 3:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    r = train(cfg, tmp_path / "b", data=DATA, progress=False, callback=interrupt)
+    assert r.interrupted and r.epochs_done == 1
+    assert r.checkpoint.name == "epoch-0001-batch-000004"
+    assert resolve_checkpoint(tmp_path / "b") == r.checkpoint
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    resumed = train(cfg, tmp_path / "b", data=DATA, progress=False, resume=True)
+    assert not resumed.interrupted
+    assert_same_weights(weights(full.model), weights(resumed.model))
+
+
+def test_non_finite_loss_stops_naming_epoch_and_batch_and_keeps_last_checkpoint(tmp_path):
+    """A NaN weight in epoch 2 stops training with a message naming epoch 2, batch 2."""
+
+    def poison(trainer, epoch, batch):
+        if epoch == 1 and batch == 0:
+            p = next(trainer_model[0].parameters())
+            with torch.no_grad():
+                p.fill_(float("nan"))
+
+    trainer_model = []
+    cfg = CFG.replace(epochs=3)
+    t = Trainer(cfg, tmp_path / "run", data=DATA, progress=False, callback=poison)
+    orig = t._setup
+
+    def setup(resume):
+        model, state = orig(resume)
+        trainer_model.append(model)
+        return model, state
+
+    t._setup = setup
+    with pytest.raises(TrainingDivergedError, match="epoch 2, batch 2") as info:
+        t.fit()
+    assert info.value.epoch == 2 and info.value.batch == 2
+    ckpt = load_checkpoint(tmp_path / "run")
+    assert ckpt.path.name == "epoch-0001"
+    assert all(torch.isfinite(v).all() for v in ckpt.model.state_dict().values())
+
+
+def test_kl_warmup_raises_beta_linearly(tmp_path):
+    """With warmup_epochs=2 the recorded β is 1/2 after epoch 1 and 1 after epochs 2 and 3."""
+    cfg = CFG.replace(epochs=3, warmup_epochs=2.0, beta=1.0)
+    r = train(cfg, tmp_path / "run", data=DATA, progress=False)
+    assert [h["beta"] for h in r.history] == pytest.approx([0.5, 1.0, 1.0])
+
+
+def test_lr_schedule_sets_the_optimizer_rate_each_epoch(tmp_path):
+    """Under the burda schedule, epochs 1 and 2-4 run at lr and lr·10^(−1/7) (Adam's groups)."""
+    seen = []
+    cfg = CFG.replace(epochs=4, lr_schedule="burda")
+    t = Trainer(cfg, tmp_path / "run", data=DATA, progress=False,
+                on_epoch_end=lambda tr, m, rec: seen.append(rec["lr"]))  # fmt: skip
+    t.fit()
+    assert seen == pytest.approx([1e-3] + [1e-3 * 10 ** (-1 / 7)] * 3)
+
+
+def test_checkpoint_holds_weights_config_and_state(tmp_path):
+    """The checkpoint reloads to the trained weights, the same config and the epoch count."""
+    r = train(CFG, tmp_path / "run", data=DATA, progress=False)
+    ckpt = load_checkpoint(tmp_path / "run")
+    assert ckpt.config == CFG
+    assert ckpt.state["epoch"] == 2
+    assert_same_weights(weights(r.model), weights(ckpt.model))
+    names = sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir())
+    assert names == ["epoch-0001", "epoch-0002"]
+
+
+class _Payload:
+    """Pickles to a call of os.makedirs: executing it would create a directory."""
+
+    def __init__(self, path):
+        self.path = path
+
+    def __reduce__(self):
+        return (os.makedirs, (self.path,))
+
+
+def test_pickle_payload_in_state_is_refused_without_running(tmp_path):
+    """A state.pt carrying a code-running pickle is refused with ValueError; the code never runs."""
+    train(CFG.replace(epochs=1), tmp_path / "run", data=DATA, progress=False)
+    marker = tmp_path / "pwned"
+    state_file = resolve_checkpoint(tmp_path / "run") / "state.pt"
+    torch.save({"epoch": 1, "evil": _Payload(str(marker))}, state_file)
+    with pytest.raises(ValueError, match="refusing to load"):
+        train(CFG, tmp_path / "run", data=DATA, progress=False, resume=True)
+    assert not marker.exists()
+
+
+def test_pickle_in_place_of_weights_is_refused_without_running(tmp_path):
+    """A pickle file in place of model.safetensors raises ValueError; the payload never runs."""
+    train(CFG.replace(epochs=1), tmp_path / "run", data=DATA, progress=False)
+    marker = tmp_path / "pwned"
+    weights_file = resolve_checkpoint(tmp_path / "run") / "model.safetensors"
+    torch.save({"w": _Payload(str(marker))}, weights_file)
+    with pytest.raises(ValueError, match="not a safetensors file"):
+        load_model(tmp_path / "run")
+    assert not marker.exists()
+
+
+def test_missing_corrupted_and_incompatible_checkpoints(tmp_path):
+    """Missing → FileNotFoundError; bad latest.json, truncated weights, wrong sizes → ValueError."""
+    with pytest.raises(FileNotFoundError, match="checkpoint .* not found"):
+        load_model(tmp_path / "nothing")
+    train(CFG.replace(epochs=1), tmp_path / "run", data=DATA, progress=False)
+    ckpt = resolve_checkpoint(tmp_path / "run")
+    cfg_file = ckpt / "config.json"
+    good = cfg_file.read_text()
+    cfg_file.write_text(good.replace('"latent_dim": 2', '"latent_dim": 3'))
+    with pytest.raises(ValueError, match="incompatible with its config.json"):
+        load_model(tmp_path / "run")
+    cfg_file.write_text("{not json")
+    with pytest.raises(ValueError, match="config .* is invalid"):
+        load_model(tmp_path / "run")
+    cfg_file.write_text(good)
+    w = ckpt / "model.safetensors"
+    w.write_bytes(w.read_bytes()[:100])
+    with pytest.raises(ValueError, match="corrupted or not a safetensors"):
+        load_model(tmp_path / "run")
+    (tmp_path / "run" / "latest.json").write_text("[]")
+    with pytest.raises(ValueError, match="latest.json is corrupted"):
+        load_model(tmp_path / "run")
+    (tmp_path / "run" / "latest.json").write_text('{"checkpoint": "checkpoints/gone"}')
+    with pytest.raises(FileNotFoundError, match="holds no model.safetensors"):
+        load_model(tmp_path / "run")
+
+
+def test_state_errors_name_the_file(tmp_path):
+    """A missing, truncated or foreign state.pt raises an error naming state.pt."""
+    train(CFG.replace(epochs=1), tmp_path / "run", data=DATA, progress=False)
+    state = resolve_checkpoint(tmp_path / "run") / "state.pt"
+    torch.save([1, 2], state)
+    with pytest.raises(ValueError, match="not a varbayes VAE state"):
+        load_checkpoint(tmp_path / "run")
+    state.write_bytes(b"garbage")
+    with pytest.raises(ValueError, match="state.pt"):
+        load_checkpoint(tmp_path / "run")
+    state.unlink()
+    with pytest.raises(FileNotFoundError, match="has no state.pt"):
+        load_checkpoint(tmp_path / "run")
+
+
+def test_resume_and_new_run_guards(tmp_path):
+    """Resume without a run, resume with another config, or overwrite a run: clear errors."""
+    with pytest.raises(FileNotFoundError, match="resume: no checkpoint in run_dir"):
+        train(CFG, tmp_path / "run", data=DATA, progress=False, resume=True)
+    train(CFG.replace(epochs=1), tmp_path / "run", data=DATA, progress=False)
+    with pytest.raises(ValueError, match=r"config differs .* lr \(saved 0.001, given 0.01\)"):
+        train(CFG.replace(lr=0.01), tmp_path / "run", data=DATA, progress=False, resume=True)
+    with pytest.raises(ValueError, match="run_dir .* already holds a run"):
+        train(CFG, tmp_path / "run", data=DATA, progress=False)
+
+
+def test_resume_with_other_data_or_process_count_rejected(tmp_path):
+    """Resuming mid-epoch on data of another size, or with another process count, is refused."""
+
+    def stop(trainer, epoch, batch):
+        if batch == 2:
+            trainer.request_stop()
+
+    train(CFG, tmp_path / "run", data=DATA, progress=False, callback=stop)
+    with pytest.raises(ValueError, match="resume: the saved epoch covers 160 images"):
+        train(CFG, tmp_path / "run", data=synthetic(96), progress=False, resume=True)
+    ckpt = resolve_checkpoint(tmp_path / "run")
+    state = torch.load(ckpt / "state.pt", weights_only=True)
+    state["noise_rng"] = state["noise_rng"] * 2
+    torch.save(state, ckpt / "state.pt")
+    with pytest.raises(ValueError, match="saved with 2 process"):
+        train(CFG, tmp_path / "run", data=DATA, progress=False, resume=True)
+
+
+def test_trainer_argument_errors(tmp_path):
+    """A non-config, bad data values or a batch larger than the data raise naming them."""
+    with pytest.raises(TypeError, match="config must be a VAEConfig"):
+        Trainer({}, tmp_path)
+    bad = VAEData(DATA.train * 2, DATA.val)
+    with pytest.raises(ValueError, match=r"data.train must hold values in \[0, 1\]"):
+        train(CFG, tmp_path / "a", data=bad, progress=False)
+    with pytest.raises(ValueError, match="batch_size must be"):
+        train(CFG.replace(batch_size=1000), tmp_path / "b", data=synthetic(8), progress=False)
+
+
+def test_trains_on_fixed_binarization_amat_files(tmp_path, monkeypatch):
+    """dataset='binarized-mnist' reads train/valid/test .amat files (tiny stand-ins here)."""
+    from varbayes.vae.data import load_test_data, load_vae_data
+
+    g = torch.Generator().manual_seed(0)
+    sizes = {"train": 40, "valid": 8, "test": 6}
+    for split, n in sizes.items():
+        rows = (torch.rand(n, 784, generator=g) > 0.7).int().tolist()
+        text = "".join(" ".join(map(str, r)) + "\n" for r in rows)
+        (tmp_path / f"binarized_mnist_{split}.amat").write_text(text)
+        monkeypatch.setitem(__import__("varbayes.data.amat").data.amat.BINARIZED_MNIST_ROWS,
+                            split, n)  # fmt: skip
+    cfg = VAEConfig(dataset="binarized-mnist", hidden=(8,), epochs=1, batch_size=16, val_size=5)
+    data = load_vae_data(cfg, tmp_path)
+    assert data.train.shape == (40, 784) and data.val.shape == (5, 784)
+    assert set(data.train.unique().tolist()) <= {0.0, 1.0}
+    r = train(cfg, tmp_path / "run", data_root=tmp_path, progress=False)
+    assert r.epochs_done == 1 and r.history[0]["val_elbo"] < 0
+    x, labels = load_test_data(cfg, tmp_path, test_size=4)
+    assert x.shape == (4, 784) and labels is None
+
+
+def test_run_without_validation_images_reports_none(tmp_path, capsys):
+    """An empty validation set gives val_elbo None and a printable epoch summary."""
+    data = VAEData(DATA.train, DATA.train[:0])
+    r = train(CFG.replace(epochs=1), tmp_path / "run", data=data, progress=False, verbose=True)
+    assert r.history[0]["val_elbo"] is None
+    captured = capsys.readouterr()
+    assert "val ELBO -" in captured.out + captured.err
+
+
+@pytest.mark.slow
+def test_compiled_training_matches_eager_closely(tmp_path):
+    """--compile gives the same ELBO history as eager to within 1e-3 nats (2 epochs)."""
+    eager = train(CFG, tmp_path / "a", data=DATA, progress=False)
+    comp = train(CFG, tmp_path / "b", data=DATA, progress=False, compile=True)
+    for a, b in zip(eager.history, comp.history, strict=True):
+        assert a["train_bound"] == pytest.approx(b["train_bound"], abs=1e-3)
