@@ -14,7 +14,7 @@ Recipe with varbayes (GPU strongly advised; each line is one run)::
         --out runs/nll_iwae
 
 ``--lr-schedule burda`` (the default here) follows that schedule; Adam's other settings
-are torch's defaults (Burda et al. used ε = 1e-4). See RESULTS_vae.md for what was
+are torch's defaults (Burda et al. used ε = 1e-4). See BENCHMARKS.md for what was
 reached, on what hardware, in how long. A short run (``--epochs 1 --test-size 500``)
 checks the pipeline end to end.
 

@@ -84,3 +84,12 @@ def test_quiet_monitor_emits_no_warning_when_converged():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         mon.warn_if_not_converged()
+
+
+def test_non_convergence_warning_reports_the_windowed_change():
+    """With window=w the warning reports the change of the w-step means, not one noisy step."""
+    mon = ConvergenceMonitor(tol=1e-9, max_iter=8, window=4)
+    for v in [0.0, 10.0, 0.0, 10.0, 1.0, 11.0, 1.0, 11.0]:
+        mon.update(v)
+    with pytest.warns(ConvergenceWarning, match="windowed mean 1,"):
+        mon.warn_if_not_converged()

@@ -201,14 +201,18 @@ class ConvergenceMonitor:
         if not self.state.converged:
             warnings.warn(
                 f"{self.name} did not converge in {self.n_iter} iterations "
-                f"(last change {self._last_change():.3g}, tol {self.tol:g}); {hint}",
+                f"(last change of the {'windowed mean' if self.window > 1 else 'bound'} "
+                f"{self._last_change():.3g}, tol {self.tol:g}, rtol {self.rtol:g}); {hint}",
                 ConvergenceWarning,
                 stacklevel=2,
             )
 
     def _last_change(self) -> float:
-        h = self.state.history
-        return h[-1] - h[-2] if len(h) >= 2 else math.nan
+        """Change between the last two windows (single values when ``window = 1``)."""
+        h, w = self.state.history, self.window
+        if len(h) < 2 * w:
+            return math.nan
+        return (sum(h[-w:]) - sum(h[-2 * w : -w])) / w
 
     # ---------------------------------------------------------- progress bar
     def _progress(self, value: float) -> None:
