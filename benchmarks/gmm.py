@@ -197,6 +197,10 @@ def main(argv=None) -> int:
         help="threads for BOTH libraries (OMP/MKL/OpenBLAS); default: their own defaults",
     )
     p.add_argument("--no-vi", action="store_true", help="skip the variational comparison")
+    p.add_argument("--n", type=float, nargs="+", default=None, help="keep only these N")
+    p.add_argument("--d", type=int, nargs="+", default=None, help="keep only these D")
+    p.add_argument("--k", type=int, nargs="+", default=None, help="keep only these K")
+    p.add_argument("--cov", nargs="+", default=None, help="keep only these covariance types")
     p.add_argument("--json", default=None, help="also write all results to this JSON file")
     p.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -214,7 +218,12 @@ def main(argv=None) -> int:
         f">= {args.iters} timed iterations; torch {torch.__version__}"
     )
     rows = []
-    configs = [("em", c) for c in grid(kind)]
+    keep = (args.n, args.d, args.k, args.cov)
+    configs = [
+        ("em", c)
+        for c in grid(kind)
+        if all(sel is None or value in sel for value, sel in zip(c, keep, strict=True))
+    ]
     if not args.no_vi:
         vi = [(1e4, 2, 8, "full"), (1e5, 16, 32, "full")]
         if kind != "quick":

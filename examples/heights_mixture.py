@@ -24,7 +24,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from varbayes.mixture import GaussianMixture  # noqa: E402
-from varbayes.mixture.plot import plot_density_1d, plot_elbo, save_figure  # noqa: E402
+from varbayes.mixture.plot import plot_density_1d, plot_elbo  # noqa: E402
+from varbayes.plot import save_figure  # noqa: E402
 
 # (name, count, mean cm, std cm): a synthetic population in the spirit of the post
 GROUPS = [("children", 600, 120.0, 10.0), ("women", 1000, 161.0, 6.0), ("men", 1000, 178.0, 7.0)]

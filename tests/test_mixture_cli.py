@@ -2,20 +2,10 @@
 
 import numpy as np
 import pytest
-import torch
 from sklearn.mixture import GaussianMixture as SkGaussianMixture
 
 from varbayes.cli import main
 from varbayes.mixture import load
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One intra-op thread on the shared 2-core test machine (see test_mixture_em.py)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 @pytest.fixture

@@ -16,17 +16,6 @@ from sklearn.mixture import GaussianMixture as SkGaussianMixture
 from varbayes.mixture import DegenerateMixtureWarning, GaussianMixture, NotFittedError, load
 from varbayes.monitor import ConvergenceWarning
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One intra-op thread: the 2-core test machine is shared, and an oversubscribed OpenMP
-    pool makes every small op wait ~10 ms. Results do not depend on it."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 COV_TYPES = ["full", "tied", "diag", "spherical"]
 
 

@@ -31,16 +31,6 @@ def inits(x, k=3, seed=1):
     }
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One intra-op thread: the 2-core test machine is shared, and an oversubscribed OpenMP
-    pool makes every small op wait ~10 ms. Results do not depend on it."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def test_partial_fit_approaches_the_batch_solution():
     """Stepwise EM over minibatches (5 passes) ends within 2e-3 of the batch log-likelihood."""
     x = blobs()

@@ -15,16 +15,6 @@ from varbayes.monitor import ConvergenceWarning
 PRIORS = ["dirichlet_process", "dirichlet_distribution"]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One intra-op thread: the 2-core test machine is shared, and an oversubscribed OpenMP
-    pool makes every small op wait ~10 ms. Results do not depend on it."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 COV_TYPES = ["full", "diag", "spherical"]
 
 

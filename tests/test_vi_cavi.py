@@ -12,15 +12,6 @@ from varbayes.vi.cavi import cavi_gaussian, cavi_linear_regression, cavi_normal
 D64 = torch.float64
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny tensors: one intra-op thread avoids oversubscribing the shared cores."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def _normal_gamma_log_evidence(x, mu0, lam0, a0, b0):
     """log p(x) for x_n ~ N(μ, 1/τ), μ|τ ~ N(μ0, 1/(λ0τ)), τ ~ Gamma(a0, b0): marginally
     x ~ multivariate t with 2a0 dof, location μ0·1, shape (b0/a0)(I + 11ᵀ/λ0) (scipy)."""

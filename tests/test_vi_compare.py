@@ -9,15 +9,6 @@ from varbayes.vi.compare import compare_modes, plot_marginals, synthetic_linear_
 D64 = torch.float64
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny tensors: one intra-op thread avoids oversubscribing the shared cores."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture(scope="module")
 def comparison():
     torch.set_num_threads(1)

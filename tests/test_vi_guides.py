@@ -21,15 +21,6 @@ from varbayes.vi.guides import FullRankNormal, LowRankNormal, MeanFieldNormal
 D64 = torch.float64
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny tensors: one intra-op thread avoids oversubscribing the shared cores."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 FAMILIES = [
     (MeanFieldNormal, {}, Independent, lambda d: 2 * d),
     (FullRankNormal, {}, MultivariateNormal, lambda d: d + d * (d + 1) // 2),

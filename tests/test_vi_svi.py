@@ -20,15 +20,6 @@ D64 = torch.float64
 DATA = os.path.join(os.path.dirname(__file__), "data", "vi_logreg_reference.json")
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny tensors: one intra-op thread avoids oversubscribing the shared cores."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def _logreg(n=300, d=4, seed=0, dtype=D64):
     g = torch.Generator().manual_seed(seed)
     X = torch.randn(n, d, generator=g, dtype=dtype)

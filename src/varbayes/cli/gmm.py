@@ -126,7 +126,8 @@ def _fit(args) -> int:
     if args.plot is not None:
         import matplotlib.pyplot as plt
 
-        from varbayes.mixture.plot import plot_elbo, plot_mixture, save_figure
+        from varbayes.mixture.plot import plot_elbo, plot_mixture
+        from varbayes.plot import save_figure
 
         fig, axes = plt.subplots(1, 2, figsize=(11, 4.5))
         plot_mixture(model, x, ax=axes[0])

@@ -16,11 +16,11 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 
 import torch
 from safetensors.torch import load_file, save_file
 
+from varbayes._io import atomic_path
 from varbayes.mixture import _covariance as cv
 
 __all__ = ["save", "load"]
@@ -37,16 +37,8 @@ def _classes() -> dict:
 
 
 def _atomic_write(path: str, write) -> None:
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=folder)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    with atomic_path(path) as tmp:
+        write(str(tmp))
 
 
 def save(model, path) -> None:

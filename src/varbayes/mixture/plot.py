@@ -116,23 +116,3 @@ def plot_density_1d(model, x, ax=None, *, bins: int = 60, labels=None):
     ax.plot(grid, dens.sum(0), "k--", lw=2, label="mixture p(x)")
     ax.legend(fontsize=8)
     return ax
-
-
-def save_figure(fig, path) -> None:
-    """Write ``fig`` to ``path`` via a temporary file in the same folder, then rename."""
-    import os
-    import tempfile
-
-    folder = os.path.dirname(os.path.abspath(path))
-    suffix = os.path.splitext(path)[1] or ".png"
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=suffix, dir=folder)
-    os.close(fd)
-    try:
-        fig.savefig(tmp, dpi=110, bbox_inches="tight")
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-    finally:
-        plt.close(fig)

@@ -259,13 +259,9 @@ def _as_mvn(q: Independent) -> MultivariateNormal:
 def plot_marginals(comparison: ModeComparison, path, *, max_dims: int = 4) -> None:
     """Write a PNG: for the first ``max_dims`` coordinates, the marginal densities of the
     exact posterior, mean-field VI and full-rank SVI, and the MAP as a vertical line."""
-    import os
-    import tempfile
-
-    import matplotlib
-
-    matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
+    from varbayes.plot import save_figure  # also selects the Agg backend
 
     d = min(max_dims, comparison.rows[0].mean.shape[0])
     fig, axes = plt.subplots(1, d, figsize=(3.2 * d, 3.0), squeeze=False)
@@ -287,19 +283,4 @@ def plot_marginals(comparison: ModeComparison, path, *, max_dims: int = 4) -> No
     axes[0][0].legend(fontsize=7)
     fig.suptitle("Posterior marginals: exact vs MAP vs mean-field VI vs full-rank SVI")
     fig.tight_layout()
-    path = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(suffix=".png", dir=directory)
-    os.close(fd)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the usual file mode
-    try:
-        fig.savefig(tmp, dpi=100)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-    finally:
-        plt.close(fig)
+    save_figure(fig, path)
