@@ -112,16 +112,17 @@ def synthetic_linear_data(
 
 
 def exact_linear_posterior(X, y, noise_scale: float, prior_scale: float):
-    """Closed-form posterior N(m, Λ⁻¹) and log evidence of linear regression with known noise.
+    """Closed-form posterior N(m, Λ⁻¹) and log evidence of linear regression with known noise
+    (from :class:`varbayes.conjugate.BayesianLinearRegression`).
 
     X (N, D), y (N,); returns ``(MultivariateNormal, log p(y))``.
     """
-    n, d = X.shape
-    prec = X.T @ X / noise_scale**2 + torch.eye(d, dtype=X.dtype) / prior_scale**2
-    mean = torch.linalg.solve(prec, X.T @ y / noise_scale**2)
-    cov_y = noise_scale**2 * torch.eye(n, dtype=X.dtype) + prior_scale**2 * X @ X.T
-    log_z = MultivariateNormal(torch.zeros(n, dtype=X.dtype), covariance_matrix=cov_y).log_prob(y)
-    return MultivariateNormal(mean, precision_matrix=prec), float(log_z)
+    from varbayes.conjugate import BayesianLinearRegression
+
+    prior = BayesianLinearRegression(prior_scale**-2, noise_scale**2)
+    post = prior.update(X, y).posterior
+    log_z = float(prior.log_marginal_likelihood(X, y))
+    return MultivariateNormal(post.loc.to(X.dtype), scale_tril=post.scale_tril.to(X.dtype)), log_z
 
 
 def compare_modes(
