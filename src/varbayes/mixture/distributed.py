@@ -24,6 +24,8 @@ from __future__ import annotations
 
 import torch
 
+from varbayes._distributed import end_process_group
+
 
 def is_active() -> bool:
     """True when ``torch.distributed`` is available, initialised and has > 1 process."""
@@ -105,6 +107,7 @@ def main(argv=None) -> int:
     torch.distributed.init_process_group(backend)
     rank, world = torch.distributed.get_rank(), torch.distributed.get_world_size()
     device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}" if backend == "nccl" else "cpu"
+    finished = False
     try:
         bounds = np.linspace(0, rows.shape[0], world + 1).astype(int)
         shard = np.array(rows[bounds[rank] : bounds[rank + 1]], dtype=np.float64)  # a copy
@@ -126,6 +129,7 @@ def main(argv=None) -> int:
             if args.save:
                 model.save(args.save)
                 print(f"saved: {args.save}")
+        finished = True
     finally:
-        torch.distributed.destroy_process_group()
+        end_process_group(finished)
     return 0

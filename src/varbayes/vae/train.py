@@ -38,6 +38,7 @@ import torch
 import torch.distributed as dist
 from tqdm.auto import tqdm
 
+from varbayes._distributed import end_process_group
 from varbayes._io import atomic_write
 from varbayes.monitor import ConvergenceMonitor, NonFiniteObjectiveError
 from varbayes.vae.checkpoint import (
@@ -185,13 +186,16 @@ class Trainer:
         if threading.current_thread() is threading.main_thread():
             old_handler = signal.signal(signal.SIGINT, self._on_sigint)
             handler_installed = True
+        finished = False
         try:
-            return self._fit(resume)
+            result = self._fit(resume)
+            finished = True
+            return result
         finally:
             if handler_installed:
                 signal.signal(signal.SIGINT, old_handler)
             if created_group:
-                dist.destroy_process_group()
+                end_process_group(finished)
 
     def _setup(self, resume: bool):
         cfg = self.config
