@@ -9,6 +9,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
+from varbayes._distributed import end_process_group
 from varbayes.mixture import GaussianMixture, VariationalGaussianMixture
 from varbayes.monitor import ConvergenceWarning
 
@@ -72,6 +73,7 @@ def _worker(rank, world, port, x, init, variational, out):
     dist.init_process_group(
         "gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world
     )
+    finished = False
     try:
         shard = np.array_split(x, world)[rank]
         with warnings.catch_warnings():
@@ -89,8 +91,9 @@ def _worker(rank, world, port, x, init, variational, out):
                 weights=model.weights_.numpy(),
                 trace=np.asarray(model.lower_bounds_),
             )
+        finished = True
     finally:
-        dist.destroy_process_group()
+        end_process_group(finished)
 
 
 @pytest.mark.parametrize("variational", [False, pytest.param(True, marks=pytest.mark.slow)])
