@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import time
 
 import pytest
 import torch
@@ -80,6 +81,39 @@ def test_ctrl_c_mid_epoch_saves_and_resume_is_exact(tmp_path):
     resumed = train(cfg, tmp_path / "b", data=DATA, progress=False, resume=True)
     assert not resumed.interrupted
     assert_same_weights(weights(full.model), weights(resumed.model))
+
+
+@pytest.mark.parametrize("signals", [["SIGTERM"], ["SIGINT", "SIGINT"], ["SIGINT", "SIGTERM"]])
+def test_sigterm_or_a_forwarded_repeat_still_saves(tmp_path, signals):
+    """SIGTERM saves like Ctrl-C, and a signal repeated at once (torchrun forwards the
+    terminal's Ctrl-C to workers that already received it) does not abort the save."""
+
+    def interrupt(trainer, epoch, batch):
+        if epoch == 0 and batch == 2:
+            for name in signals:
+                os.kill(os.getpid(), getattr(signal, name))
+
+    r = train(CFG, tmp_path / "b", data=DATA, progress=False, callback=interrupt)
+    assert r.interrupted and r.epochs_done == 0
+    assert r.checkpoint.name == "epoch-0000-batch-000003"
+    assert resolve_checkpoint(tmp_path / "b") == r.checkpoint
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+
+
+def test_a_second_ctrl_c_later_aborts_without_saving(tmp_path, monkeypatch):
+    """Ctrl-C, then Ctrl-C again after the repeat window: KeyboardInterrupt, nothing saved."""
+    monkeypatch.setattr("varbayes.vae.train._REPEAT_S", 0.0)
+
+    def interrupt(trainer, epoch, batch):
+        if epoch == 0 and batch == 2:
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.01)
+            os.kill(os.getpid(), signal.SIGINT)
+
+    with pytest.raises(KeyboardInterrupt):
+        train(CFG, tmp_path / "b", data=DATA, progress=False, callback=interrupt)
+    assert not (tmp_path / "b" / "checkpoints").exists()
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
 
 
 def test_non_finite_loss_stops_naming_epoch_and_batch_and_keeps_last_checkpoint(tmp_path):

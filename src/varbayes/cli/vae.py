@@ -97,7 +97,11 @@ def register(sub) -> None:
         )
     t.add_argument("--learn-std", action="store_true", default=None, help="learn the Gaussian std")
     t.add_argument("--out", type=Path, default=Path("runs/vae"), help="run directory")
-    t.add_argument("--resume", action="store_true", help="continue the run in --out")
+    t.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the run in --out (Ctrl-C or SIGTERM saves a checkpoint to resume from)",
+    )
     t.add_argument("--data-root", type=Path, default=None, help="data directory")
     t.add_argument("--device", default="cpu", help="torch device (cpu, cuda, ...)")
     t.add_argument("--compile", action="store_true", help="torch.compile the loss")

@@ -53,6 +53,7 @@ from varbayes.vae.model import VAE
 __all__ = ["TrainResult", "Trainer", "TrainingDivergedError", "train"]
 
 METRICS = "metrics.jsonl"
+_REPEAT_S = 1.0  # a second SIGINT within this many seconds of the first is the same one
 
 
 class TrainingDivergedError(NonFiniteObjectiveError):
@@ -140,19 +141,28 @@ class Trainer:
         self._data = data
         self._data_root = data_root
         self._stop = False
+        self._stop_time = 0.0
 
     # --------------------------------------------------------------- control
     def request_stop(self) -> None:
         """Ask the loop to save a checkpoint and return after the current batch."""
         self._stop = True
 
-    def _on_sigint(self, signum, frame):
+    def _on_signal(self, signum, frame):
+        """SIGINT/SIGTERM: save after the current batch and stop. A second Ctrl-C more than
+        a second after the first aborts without saving; SIGTERM never aborts. (torchrun
+        forwards the terminal's Ctrl-C to workers that already got it, and schedulers send
+        SIGTERM before SIGKILL: neither must lose the checkpoint.)"""
+        now = time.monotonic()
         if self._stop:
-            raise KeyboardInterrupt
-        self._stop = True
+            if signum == signal.SIGINT and now - self._stop_time > _REPEAT_S:
+                raise KeyboardInterrupt
+            return
+        self._stop, self._stop_time = True, now
         if self.rank == 0:
+            name = "interrupt" if signum == signal.SIGINT else signal.Signals(signum).name
             print(
-                "\nvarbayes: interrupt received; saving a checkpoint after this batch "
+                f"\nvarbayes: {name} received; saving a checkpoint after this batch "
                 "(Ctrl-C again to abort without saving)",
                 flush=True,
             )
@@ -167,7 +177,7 @@ class Trainer:
     def fit(self, resume: bool = False) -> TrainResult:
         """Run (or, with ``resume``, continue) training up to ``config.epochs`` epochs.
 
-        Returns a :class:`TrainResult`; ``interrupted`` is True when Ctrl-C (or
+        Returns a :class:`TrainResult`; ``interrupted`` is True when Ctrl-C, SIGTERM (or
         :meth:`request_stop`) stopped it after saving. Raises :class:`TrainingDivergedError`
         naming the epoch and batch when the loss becomes non-finite (the last good
         checkpoint is left as it was), ``ValueError`` when ``resume`` finds a run with a
@@ -181,19 +191,18 @@ class Trainer:
                 torch.cuda.set_device(self.device)
             dist.init_process_group(backend)
             created_group = True
-        handler_installed = False
-        old_handler = None
+        old_handlers = {}
         if threading.current_thread() is threading.main_thread():
-            old_handler = signal.signal(signal.SIGINT, self._on_sigint)
-            handler_installed = True
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                old_handlers[sig] = signal.signal(sig, self._on_signal)
         finished = False
         try:
             result = self._fit(resume)
             finished = True
             return result
         finally:
-            if handler_installed:
-                signal.signal(signal.SIGINT, old_handler)
+            for sig, handler in old_handlers.items():
+                signal.signal(sig, handler)
             if created_group:
                 end_process_group(finished)
 
