@@ -3,9 +3,11 @@
 A saved model is a directory with two files:
 
 * ``model.safetensors``: the fitted state (π or q(π), μ, Σ, precision factors, ...),
-  as plain tensors;
+  as plain tensors, and the hyper-parameters given as arrays (``*_init``,
+  ``mean_prior``, ``covariance_prior``);
 * ``config.json``: the class name (one of a fixed list), the scalar hyper-parameters,
-  ``n_iter_``, ``converged_``, ``lower_bound_`` and the ELBO trace.
+  ``n_iter_``, ``converged_``, ``lower_bound_`` and the ELBO trace. A ``random_state``
+  given as a generator is not saved (listed under ``not_saved``; loaded as None).
 
 Loading reads tensors and JSON only: it never executes code from the files. Each file
 is written to a temporary name in the same directory and renamed into place, so a
@@ -17,6 +19,7 @@ from __future__ import annotations
 import json
 import os
 
+import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
@@ -49,22 +52,30 @@ def save(model, path) -> None:
     if os.path.exists(path) and not os.path.isdir(path):
         raise ValueError(f"path must be a directory; {path!r} is a file")
     os.makedirs(path, exist_ok=True)
-    params = {}
+    params, array_params, not_saved = {}, [], []
+    tensors = {}
     for k, v in model.get_params().items():
         if k in ("dtype", "device"):
             params[k] = str(v).replace("torch.", "")
         elif isinstance(v, _SCALAR_TYPES):
             params[k] = v
-        # arrays (*_init, priors given as arrays) and generators are not saved
-    tensors = {
-        f"state.{k}": v.detach().cpu().contiguous()
-        for k, v in model._state.items()
-        if isinstance(v, torch.Tensor) and k != "iu"
-    }
+        elif isinstance(v, (torch.Tensor, np.ndarray, list, tuple)):
+            # *_init and priors given as arrays: saved as tensors, passed back on load
+            v = v.detach().cpu() if isinstance(v, torch.Tensor) else np.asarray(v, np.float64)
+            tensors[f"param.{k}"] = torch.as_tensor(v, dtype=torch.float64).contiguous()
+            array_params.append(k)
+        else:  # a generator as random_state: its state is not saved
+            params[k] = None
+            not_saved.append(k)
+    for k, v in model._state.items():
+        if isinstance(v, torch.Tensor) and k != "iu":
+            tensors[f"state.{k}"] = v.detach().cpu().contiguous()
     config = {
         "format_version": FORMAT_VERSION,
         "class": type(model).__name__,
         "params": params,
+        "array_params": array_params,
+        "not_saved": not_saved,
         "n_features_in_": model.n_features_in_,
         "n_iter_": getattr(model, "n_iter_", 0),
         "converged_": bool(getattr(model, "converged_", False)),
@@ -104,11 +115,19 @@ def load(path, *, device=None):
     params = dict(config["params"])
     if device is not None:
         params["device"] = str(device)
+    tensors = load_file(w_path)
+    for k in config.get("array_params", []):
+        if f"param.{k}" not in tensors:
+            raise ValueError(f"path: model.safetensors lacks the saved parameter {k!r}")
+        params[k] = tensors[f"param.{k}"]
     model = classes[name](**params)
     model._validate_params()
-    tensors = load_file(w_path)
     d = int(config["n_features_in_"])
-    state = {k.removeprefix("state."): v.to(device=model._device) for k, v in tensors.items()}
+    state = {
+        k.removeprefix("state."): v.to(device=model._device)
+        for k, v in tensors.items()
+        if k.startswith("state.")
+    }
     state["iu"] = cv.tri_indices(d, model._device)
     state["d"] = d
     model._state = state
