@@ -497,7 +497,7 @@ def test_save_keeps_array_hyper_parameters(tmp_path):
     np.testing.assert_array_equal(back.means_.numpy(), vb.means_.numpy())
 
     means = x[:2].copy()
-    gm = GaussianMixture(2, means_init=means, max_iter=5, tol=0).fit(x)
+    gm = GaussianMixture(2, means_init=means, max_iter=5, tol=0, random_state=1).fit(x)
     gm.save(tmp_path / "g")
     back = load(tmp_path / "g")
     np.testing.assert_array_equal(np.asarray(back.means_init), means)

@@ -125,5 +125,52 @@ def test_two_gloo_processes_match_one_process(tmp_path, variational):
     np.testing.assert_allclose(got["trace"], ref.lower_bounds_, rtol=1e-10)
 
 
+@pytest.mark.parametrize("init_params", ["kmeans", "k-means++", "random_from_data"])
+def test_sharded_initialisation_uses_every_shard(tmp_path, init_params):
+    """Rows sorted by cluster, so rank 0's shard holds one cluster only: the sharded
+    k-means / k-means++ / random-row initialisation still draws from all rows and the
+    2-process fit equals the 1-process fit with the same seed (to 1e-10)."""
+    x = blobs(seed=4, n=200)
+    x = x[np.argsort(x[:, 1] + 0.1 * x[:, 0])]  # the cluster at y = 7 lies in rank 1's half
+    init = {"random_state": 7, "init_params": init_params}
+    out = str(tmp_path / "rank0.npz")
+    mp.spawn(_worker, args=(2, _free_port(), x, init, False, out), nprocs=2, join=True)
+    got = np.load(out)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        ref = GaussianMixture(3, max_iter=15, tol=0, **init).fit(x)
+    np.testing.assert_allclose(got["means"], ref.means_.numpy(), rtol=1e-10, atol=1e-10)
+    np.testing.assert_allclose(got["trace"], ref.lower_bounds_, rtol=1e-10)
+    if init_params == "kmeans":  # it found the three clusters, one only in rank 1's rows
+        found = np.sort(ref.means_.numpy()[:, 1])
+        np.testing.assert_allclose(found, np.sort(CENTRES[:, 1]), atol=0.5)
+
+
+def _worker_draws(rank, world, port, out):
+    dist.init_process_group(
+        "gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world
+    )
+    try:
+        draws = [
+            torch.rand(
+                4, generator=GaussianMixture(3, random_state=rs, distributed=True)._generator()
+            )
+            for rs in (None, torch.Generator().manual_seed(rank), 5)
+        ]
+        np.save(f"{out}{rank}.npy", torch.stack(draws).numpy())
+    finally:
+        end_process_group(True)
+
+
+def test_unseeded_processes_draw_the_same_numbers(tmp_path):
+    """random_state None or a generator (different on each rank): rank 0's seed is
+    broadcast, so every process makes the same initialisation draws; an int seeds each."""
+    out = str(tmp_path / "draws")
+    mp.spawn(_worker_draws, args=(2, _free_port(), out), nprocs=2, join=True)
+    a, b = np.load(out + "0.npy"), np.load(out + "1.npy")
+    np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(a[2], torch.rand(4, generator=torch.Generator().manual_seed(5)))
+
+
 def _worker_vi(rank, world, port, x, init_per_rank, out):
     _worker(rank, world, port, x, init_per_rank[rank], True, out)

@@ -235,12 +235,17 @@ class BaseMixture:
     def _generator(self) -> torch.Generator:
         rs = self.random_state
         if isinstance(rs, torch.Generator):
-            return rs
-        g = torch.Generator(device="cpu")
-        if rs is None:
-            g.seed()
+            g = rs
         else:
-            g.manual_seed(int(rs))
+            g = torch.Generator(device="cpu")
+            if rs is None:
+                g.seed()
+            else:
+                g.manual_seed(int(rs))
+        if self._is_distributed and (rs is None or isinstance(rs, torch.Generator)):
+            # the sharded initialisation needs the same draws on every process: rank 0's
+            (seed,) = dist.broadcast([torch.randint(0, 2**62, (1,), generator=g)])
+            g = torch.Generator(device="cpu").manual_seed(int(seed))
         return g
 
     def _chunk(self, d: int, blocks: bool = False) -> int:
@@ -557,7 +562,10 @@ class BaseMixture:
         return new
 
     def _initial_resp(self, x: torch.Tensor, gen: torch.Generator):
-        return initial_assignment(x, self.n_components, self.init_params, gen, self._chunk(1))
+        reduce = dist.allreduce_sum if self._is_distributed else None
+        return initial_assignment(
+            x, self.n_components, self.init_params, gen, self._chunk(1), allreduce=reduce
+        )
 
     def _warn_once(self, key: str, message: str) -> None:
         if key not in getattr(self, "_warned", set()):

@@ -5,13 +5,64 @@ Each function returns either hard labels (N,) int64 (the responsibilities are th
 one-hot) or soft responsibilities (N, K). Every random draw comes from the
 ``torch.Generator`` passed in, so a seed reproduces the initialisation. The
 distance computations run in chunks of rows: memory O(chunk x K) besides the data.
+
+Rows sharded over processes: pass ``allreduce`` (a function summing a list of tensors
+over all processes, :func:`varbayes.mixture.distributed.allreduce_sum`) and give every
+process a generator with the same seed. The draws are then made over the whole data
+set: a row is chosen with probability D(x)² / Σ_all D², summed over every shard, the
+process holding it contributes its coordinates, and Lloyd's steps all-reduce the
+per-cluster sums. Every process ends with the same centres, the ones one process
+holding all rows (in shard order) would choose, up to the order of floating-point sums.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 
 INIT_PARAMS = ("kmeans", "k-means++", "random", "random_from_data")
+
+AllReduce = Callable[[list[torch.Tensor]], list[torch.Tensor]] | None
+
+
+def _sum(tensors: list[torch.Tensor], allreduce: AllReduce) -> list[torch.Tensor]:
+    return tensors if allreduce is None else allreduce(tensors)
+
+
+class _Shards:
+    """Where this process's rows lie in the global row order: rows [offset, offset + n)
+    of N_total, and every process's share of a per-process quantity."""
+
+    def __init__(self, x: torch.Tensor, allreduce: AllReduce):
+        self.x, self.allreduce = x, allreduce
+        self.n = x.shape[0]
+        if allreduce is None:
+            self.rank, self.sizes = 0, torch.tensor([float(self.n)], dtype=torch.float64)
+        else:
+            self.rank = torch.distributed.get_rank()
+            self.sizes = self.per_process(float(self.n))
+        self.offset = int(self.sizes[: self.rank].sum())
+        self.total = int(self.sizes.sum())
+
+    def per_process(self, value: float) -> torch.Tensor:
+        """(P,) float64: ``value`` of every process, in rank order."""
+        if self.allreduce is None:
+            return torch.tensor([value], dtype=torch.float64)
+        world = torch.distributed.get_world_size()
+        v = torch.zeros(world, dtype=torch.float64)
+        v[self.rank] = value
+        return self.allreduce([v.to(self.x.device)])[0].cpu()
+
+    def rows(self, global_idx: torch.Tensor) -> torch.Tensor:
+        """The rows (len(global_idx), D) with these global indices, on every process."""
+        local = global_idx - self.offset
+        if self.allreduce is None:
+            return self.x[local.to(self.x.device)]
+        mine = (local >= 0) & (local < self.n)
+        out = self.x.new_zeros((global_idx.shape[0], self.x.shape[1]))
+        out[mine.to(self.x.device)] = self.x[local[mine].to(self.x.device)]
+        return self.allreduce([out])[0]
 
 
 def _nearest(x: torch.Tensor, centers: torch.Tensor, chunk: int):
@@ -30,52 +81,87 @@ def _nearest(x: torch.Tensor, centers: torch.Tensor, chunk: int):
     return labels, dist
 
 
-def kmeans_plusplus(x: torch.Tensor, k: int, gen: torch.Generator, chunk: int):
+def _draw_index(n: int, gen: torch.Generator) -> torch.Tensor:
+    return torch.randint(n, (1,), generator=gen, device="cpu")
+
+
+def kmeans_plusplus(
+    x: torch.Tensor, k: int, gen: torch.Generator, chunk: int, allreduce: AllReduce = None
+) -> torch.Tensor:
     """k-means++ seeding (Arthur & Vassilvitskii 2007): each new centre is drawn with
     probability proportional to the squared distance D(x)² to the nearest chosen one.
 
-    Returns the indices (K,) of the chosen rows of ``x`` (N, D).
+    Returns the centres (K, D), rows of ``x`` (N, D) (of the sharded data set when
+    ``allreduce`` is given; see the module docstring).
     """
-    n = x.shape[0]
-    first = int(torch.randint(n, (1,), generator=gen, device="cpu"))
-    idx = [first]
-    _, dist = _nearest(x, x[first : first + 1], chunk)
+    sh = _Shards(x, allreduce)
+    centers = [sh.rows(_draw_index(sh.total, gen))]
+    _, dist = _nearest(x, centers[0], chunk)
     for _ in range(1, k):
-        total = dist.sum()
-        if float(total) <= 0.0:  # fewer distinct points than components
-            nxt = int(torch.randint(n, (1,), generator=gen, device="cpu"))
+        cum = torch.cumsum(dist, 0)
+        local_total = float(cum[-1]) if sh.n else 0.0
+        totals = sh.per_process(local_total)
+        total = float(totals.sum())
+        if total <= 0.0:  # fewer distinct points than components
+            nxt = sh.rows(_draw_index(sh.total, gen))
         else:
             u = float(torch.rand((), generator=gen, dtype=torch.float64, device="cpu"))
-            cum = torch.cumsum(dist, 0)
-            nxt = int(torch.searchsorted(cum, (cum[-1] * u).reshape(1)))
-            nxt = min(nxt, n - 1)
-        idx.append(nxt)
-        _, d_new = _nearest(x, x[nxt : nxt + 1], chunk)
+            target = total * u
+            # the process whose share of Σ D² holds target (never one without mass)
+            ends = torch.cumsum(totals, 0)
+            owner = int(torch.searchsorted(ends, torch.tensor([target]), right=True))
+            owner = min(owner, len(ends) - 1)
+            while float(totals[owner]) <= 0.0:
+                owner -= 1
+            idx = torch.tensor([sh.total], dtype=torch.int64)  # out of range: contributes 0
+            if owner == sh.rank:
+                local_target = target - float(ends[owner] - totals[owner])
+                t = torch.tensor([local_target], dtype=cum.dtype, device=cum.device)
+                i = int(torch.searchsorted(cum, t, right=True))
+                idx = torch.tensor([sh.offset + min(i, sh.n - 1)])
+            nxt = sh.rows(idx)
+        centers.append(nxt)
+        _, d_new = _nearest(x, nxt, chunk)
         torch.minimum(dist, d_new, out=dist)
-    return torch.as_tensor(idx, dtype=torch.int64, device=x.device)
+    return torch.cat(centers)
 
 
-def lloyd(x: torch.Tensor, centers: torch.Tensor, chunk: int, max_iter: int = 100):
-    """Lloyd's k-means iterations from ``centers`` (K, D) until the labels stop changing.
-
-    A cluster that loses all its points keeps its previous centre. Returns labels (N,).
-    """
+def lloyd(
+    x: torch.Tensor,
+    centers: torch.Tensor,
+    chunk: int,
+    max_iter: int = 100,
+    allreduce: AllReduce = None,
+):
+    """Lloyd's k-means iterations from ``centers`` (K, D) until no label changes
+    (on any process). A cluster that loses all its points keeps its previous centre.
+    Returns labels (N,)."""
     k = centers.shape[0]
     labels, _ = _nearest(x, centers, chunk)
     for _ in range(max_iter):
         sums = torch.zeros_like(centers).index_add_(0, labels, x)
         counts = torch.bincount(labels, minlength=k).to(x.dtype)
+        sums, counts = _sum([sums, counts], allreduce)
         keep = counts == 0
         new = sums / counts.clamp_min(1.0)[:, None]
         centers = torch.where(keep[:, None], centers, new)
         new_labels, _ = _nearest(x, centers, chunk)
-        if bool((new_labels == labels).all()):
+        changed = (new_labels != labels).sum().to(x.dtype).reshape(1)
+        (changed,) = _sum([changed], allreduce)
+        if float(changed) == 0.0:
             break
         labels = new_labels
     return labels
 
 
-def initial_assignment(x: torch.Tensor, k: int, method: str, gen: torch.Generator, chunk: int):
+def initial_assignment(
+    x: torch.Tensor,
+    k: int,
+    method: str,
+    gen: torch.Generator,
+    chunk: int,
+    allreduce: AllReduce = None,
+):
     """Labels (N,) or responsibilities (N, K) for ``method`` in :data:`INIT_PARAMS`.
 
     * ``kmeans``: k-means++ seeding then Lloyd's iterations, hard labels.
@@ -85,16 +171,18 @@ def initial_assignment(x: torch.Tensor, k: int, method: str, gen: torch.Generato
 
     Unlike scikit-learn, ``k-means++`` and ``random_from_data`` assign every row to
     its nearest centre rather than only the chosen rows, so that the first
-    covariances are those of real clusters, not ``reg_covar`` alone.
+    covariances are those of real clusters, not ``reg_covar`` alone. With
+    ``allreduce`` the centres are chosen over all processes' rows (module docstring).
     """
     n = x.shape[0]
     if method == "random":
         r = torch.rand((n, k), generator=gen, dtype=x.dtype, device="cpu").to(x.device)
         return r / r.sum(1, keepdim=True)
     if method == "random_from_data":
-        idx = torch.randperm(n, generator=gen, device="cpu")[:k].to(x.device)
-        return _nearest(x, x[idx], chunk)[0]
-    idx = kmeans_plusplus(x, k, gen, chunk)
+        sh = _Shards(x, allreduce)
+        idx = torch.randperm(sh.total, generator=gen, device="cpu")[:k]
+        return _nearest(x, sh.rows(idx), chunk)[0]
+    centers = kmeans_plusplus(x, k, gen, chunk, allreduce)
     if method == "k-means++":
-        return _nearest(x, x[idx], chunk)[0]
-    return lloyd(x, x[idx].clone(), chunk)
+        return _nearest(x, centers, chunk)[0]
+    return lloyd(x, centers.clone(), chunk, allreduce=allreduce)

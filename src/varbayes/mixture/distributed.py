@@ -6,9 +6,13 @@ sufficient statistics (N_k, Σ_i r_ik x_i, Σ_i r_ik q(x_i)), the log-likelihood
 one ``all_reduce(SUM)`` of those sums per iteration gives every process the
 statistics of the whole data set, so all processes take the same M-step and reach
 the same model as one process holding all rows (up to the order of floating-point
-additions). The initial parameters are computed on rank 0's shard and broadcast
-(so rank 0's rows should be a fair sample: shuffle sorted data first, or pass
-``*_init`` / ``resp_init``).
+additions). The initialisation, too, runs over all shards: k-means++ draws each
+centre from all rows with probability D(x)² / Σ D² summed over every process, Lloyd's
+steps all-reduce the per-cluster sums, and ``random_from_data`` draws global row
+indices. All processes draw the same numbers (an int ``random_state`` seeds each; with
+None or a generator, rank 0's draw is broadcast as the seed), so they start from the
+same parameters: for an int seed, the ones a single process holding the rows in shard
+order would start from. Sorted or clustered shards are therefore fine.
 
 Run, for example, with two CPU processes (gloo), each reading its share of the rows
 of a .npy file (memory-mapped, so no process loads the whole array)::
@@ -89,7 +93,7 @@ def main(argv=None) -> int:
     p.add_argument("--variational", action="store_true", help="CAVI instead of EM")
     p.add_argument("--max-iter", type=int, default=100, help="largest number of iterations")
     p.add_argument("--tol", type=float, default=None, help="tolerance on the ELBO per datum")
-    p.add_argument("--seed", type=int, default=0, help="seed of the initialisation (rank 0)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the initialisation")
     p.add_argument("--backend", default=None, help="gloo or nccl (default: nccl if CUDA)")
     p.add_argument("--save", default=None, help="directory for the model (rank 0 writes it)")
     args = p.parse_args(argv)
