@@ -123,6 +123,8 @@ COMMON_PARAMETERS = {
     "verbose": _Interval(int, 0),
     "chunk_size": _Optional(_Interval(int, 1)),
     "distributed": _Bool(),
+    "learning_decay": _Interval(float, 0.5, 1.0, closed="right"),
+    "learning_offset": _Interval(float, 0.0),
     "device": _Anything(),
     "dtype": _Anything(),
 }
@@ -482,6 +484,7 @@ class BaseMixture:
 
     def _fit(self, X, *, final_labels: bool):
         self._validate_params()
+        self.__dict__.pop("_online", None)  # a batch fit forgets partial_fit's statistics
         x = self._check_X(X, reset=True)
         n = x.shape[0]
         n_total = n
@@ -548,6 +551,50 @@ class BaseMixture:
         if final_labels:
             return self._labels(x)
         return None
+
+    # -------------------------------------------------------------- online updates
+    def _partial_fit(self, X, n_samples):
+        """The loop shared by both ``partial_fit``: an E-step on the batch under the
+        current state, per-datum statistics ŝ, s_t = (1 - ρ_t) s_{t-1} + ρ_t ŝ_t with
+        ρ_0 = 1 and ρ_t = (t + τ₀)^(-κ), then the subclass's ``_online_step(s_t, n)``."""
+        first = not hasattr(self, "_online")
+        if first:
+            self._validate_params()
+        x = self._check_X(X, reset=first)
+        if first:
+            if x.shape[0] < self.n_components:
+                raise ValueError(
+                    f"X must have at least n_components={self.n_components} samples in the "
+                    f"first partial_fit batch; got {x.shape[0]}"
+                )
+            self.n_features_in_ = x.shape[1]
+            self._check_init_shapes(x.shape[1])
+            summary = self._data_summary(x)
+            self._warned = set()
+            self._state = self._initial_state(x, summary, self._generator())
+            self._online = {"t": 0, "summary": summary, "s": None}
+            self.lower_bounds_ = []
+        on = self._online
+        stats, lse = self._pass(x, self._coefficients(self._state))
+        nb = float(x.shape[0])
+        if self._is_distributed:
+            (nbt,) = self._allreduce([torch.tensor(nb, dtype=torch.float64)])
+            nb = float(nbt)
+        bound = self._online_bound(lse, nb, n_samples)
+        s_hat = {k: v / nb for k, v in stats.items()}
+        rho = 1.0 if on["t"] == 0 else (on["t"] + self.learning_offset) ** (-self.learning_decay)
+        if on["s"] is None:
+            on["s"] = s_hat
+        else:
+            on["s"] = {k: (1.0 - rho) * on["s"][k] + rho * s_hat[k] for k in s_hat}
+        self._state = self._online_step(on["s"], n_samples)
+        on["t"] += 1
+        self.lower_bounds_.append(bound)
+        self.lower_bound_ = bound
+        self.n_iter_ = on["t"]
+        self.converged_ = False
+        self._publish(self._state)
+        return self
 
     # -------------------------------------------------------------- hooks
     def _check_init_shapes(self, d: int) -> None:

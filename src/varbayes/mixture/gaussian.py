@@ -22,7 +22,7 @@ import torch
 
 from varbayes._validation import as_tensor, check_finite
 from varbayes.mixture import _covariance as cv
-from varbayes.mixture._base import COMMON_PARAMETERS, BaseMixture, _Interval
+from varbayes.mixture._base import COMMON_PARAMETERS, BaseMixture
 
 __all__ = ["GaussianMixture"]
 
@@ -81,8 +81,6 @@ class GaussianMixture(BaseMixture):
 
     _parameter_table = {
         **COMMON_PARAMETERS,
-        "learning_decay": _Interval(float, 0.5, 1.0, closed="right"),
-        "learning_offset": _Interval(float, 0.0),
     }
 
     def __init__(
@@ -271,44 +269,15 @@ class GaussianMixture(BaseMixture):
         call (t = 0) initialises θ from its batch (``init_params`` / ``*_init``) and
         takes ρ_0 = 1. Use batches of at least a few times K rows. The per-datum
         log-likelihood of each batch (before its step) is appended to ``lower_bounds_``.
+        ``fit`` starts afresh (it forgets the running statistics).
         """
-        first = not hasattr(self, "_online")
-        if first:
-            self._validate_params()
-        x = self._check_X(X, reset=first)
-        if first:
-            if x.shape[0] < self.n_components:
-                raise ValueError(
-                    f"X must have at least n_components={self.n_components} samples in the "
-                    f"first partial_fit batch; got {x.shape[0]}"
-                )
-            self.n_features_in_ = x.shape[1]
-            self._check_init_shapes(x.shape[1])
-            summary = self._data_summary(x)
-            self._warned = set()
-            self._state = self._initial_state(x, summary, self._generator())
-            self._online = {"t": 0, "summary": summary, "s": None}
-            self.lower_bounds_ = []
-        on = self._online
-        stats, lse = self._pass(x, self._coefficients(self._state))
-        nb = float(x.shape[0])
-        if self._is_distributed:
-            (nbt,) = self._allreduce([torch.tensor(nb, dtype=torch.float64)])
-            nb = float(nbt)
-        s_hat = {k: v / nb for k, v in stats.items()}
-        rho = 1.0 if on["t"] == 0 else (on["t"] + self.learning_offset) ** (-self.learning_decay)
-        if on["s"] is None:
-            on["s"] = s_hat
-        else:
-            on["s"] = {k: (1.0 - rho) * on["s"][k] + rho * s_hat[k] for k in s_hat}
-        self._state = self._m_step(on["s"], self._state, on["summary"])
-        on["t"] += 1
-        self.lower_bounds_.append(float(lse) / nb)
-        self.lower_bound_ = self.lower_bounds_[-1]
-        self.n_iter_ = on["t"]
-        self.converged_ = False
-        self._publish(self._state)
-        return self
+        return self._partial_fit(X, None)
+
+    def _online_step(self, s, n_samples):
+        return self._m_step(s, self._state, self._online["summary"])
+
+    def _online_bound(self, lse, nb, n_samples):
+        return float(lse) / nb
 
     # ------------------------------------------------------------------ model criteria
     def _n_parameters(self) -> int:

@@ -76,7 +76,7 @@ class VariationalGaussianMixture(BaseMixture):
     resp_init : array-like (N, K), optional
         Initial responsibilities r_ik (rows sum to 1); replaces ``init_params``.
     tol, reg_covar, max_iter, n_init, init_params, random_state, warm_start, verbose,
-    device, dtype, chunk_size, distributed :
+    device, dtype, chunk_size, distributed, learning_decay, learning_offset :
         As in :class:`GaussianMixture`. ``tol`` applies to the ELBO *per datum*; its
         default, 1e-6, is tighter than for EM because unused components fade slowly
         (scikit-learn's ``tol=1e-3`` applies to the total bound, N times tighter still).
@@ -129,6 +129,8 @@ class VariationalGaussianMixture(BaseMixture):
         dtype=torch.float64,
         chunk_size: int | None = None,
         distributed: bool = False,
+        learning_decay: float = 0.7,
+        learning_offset: float = 10.0,
     ):
         self.n_components = n_components
         self.covariance_type = covariance_type
@@ -151,6 +153,8 @@ class VariationalGaussianMixture(BaseMixture):
         self.dtype = dtype
         self.chunk_size = chunk_size
         self.distributed = distributed
+        self.learning_decay = learning_decay
+        self.learning_offset = learning_offset
 
     @property
     def _dp(self) -> bool:
@@ -336,6 +340,42 @@ class VariationalGaussianMixture(BaseMixture):
     def _elbo(self, lse, st, summary):
         """Full ELBO = Σ_i log Σ_k exp(ρ_ik) - KL(q(π)||p(π)) - Σ_k KL(q(μ_k,Λ_k)||p(μ_k,Λ_k))."""
         return lse - self._kl_weights(st) - self._kl_components(st)
+
+    # ------------------------------------------------------------------ stochastic VI
+    def partial_fit(self, X, y=None, *, n_samples: int):
+        """One step of stochastic variational inference (Hoffman et al. 2013) on the
+        minibatch X (B, D) of a data set of ``n_samples`` = N rows; returns ``self``.
+
+        The global factors q(π), q(μ_k, Λ_k) are exponential families whose natural
+        parameters are the prior's plus N times the per-datum expected statistics
+        s = (1/N) Σ_i (r_ik, r_ik x_i, r_ik x_i x_iᵀ). With ŝ_t those of the batch
+        (r_ik from the local step q(z_i) under the current global factors), the
+        natural-gradient step of size ρ_t on the ELBO is
+
+            s_t = (1 - ρ_t) s_{t-1} + ρ_t ŝ_t,   λ_t = λ₀ + N s_t,
+
+        ρ_t = (t + τ₀)^(-κ) (``learning_offset``, ``learning_decay``; ρ_0 = 1): the CAVI
+        updates of the module docstring with N_k, x̄_k, S_k from N·s_t. Each batch's
+        ELBO estimate per datum, (N/B) Σ_batch log Σ_k exp(ρ_ik) / N - KL / N under the
+        factors before the step, is appended to ``lower_bounds_``. The first call
+        initialises from its batch, and the default ``mean_prior`` and
+        ``covariance_prior`` are that batch's mean and covariance: give them explicitly
+        for a stream whose first batch is not representative. A later ``fit`` starts
+        afresh.
+        """
+        if isinstance(n_samples, bool) or not isinstance(n_samples, int) or n_samples < 1:
+            raise ValueError(
+                f"n_samples must be an integer >= 1 (N, rows in the data set); got {n_samples!r}"
+            )
+        return self._partial_fit(X, float(n_samples))
+
+    def _online_step(self, s, n_samples):
+        stats = {k: n_samples * v for k, v in s.items()}
+        return self._m_step(stats, self._state, self._online["summary"])
+
+    def _online_bound(self, lse, nb, n_samples):
+        kl = self._kl_weights(self._state) + self._kl_components(self._state)
+        return float(lse) / nb - float(kl) / n_samples
 
     def _publish(self, st) -> None:
         wc = st["wc"]
