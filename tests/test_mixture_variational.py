@@ -15,7 +15,7 @@ from varbayes.monitor import ConvergenceWarning
 PRIORS = ["dirichlet_process", "dirichlet_distribution"]
 
 
-COV_TYPES = ["full", "diag", "spherical"]
+COV_TYPES = ["full", "diag", "spherical"]  # scikit-learn's tied update is another model
 
 
 class _SkFromResp(BayesianGaussianMixture):
@@ -100,7 +100,7 @@ def test_per_component_e_step_matches_sklearn(prior):
 
 
 @pytest.mark.parametrize("prior", PRIORS)
-@pytest.mark.parametrize("cov_type", COV_TYPES)
+@pytest.mark.parametrize("cov_type", [*COV_TYPES, "tied"])
 def test_elbo_never_decreases(prior, cov_type):
     """The full ELBO after each CAVI iteration never falls (beyond float64 rounding)."""
     x = blobs(seed=2)
@@ -110,7 +110,8 @@ def test_elbo_never_decreases(prior, cov_type):
             6,
             covariance_type=cov_type,
             weight_concentration_prior_type=prior,
-            init_params="random",
+            # tied from random r_ik sits near the symmetric saddle: start from data rows
+            init_params="random_from_data" if cov_type == "tied" else "random",
             random_state=0,
             max_iter=60,
             tol=0.0,
@@ -129,17 +130,22 @@ def _monte_carlo_elbo(vb, x, n_draws, gen):
     st = vb._state
     r = torch.as_tensor(vb.predict_proba(x.numpy()))
     nu, beta, m = st["nu"], st["beta"], vb.means_
-    w_scale = torch.linalg.inv(vb.covariances_) / nu[:, None, None]  # W_k
+    w_scale = torch.linalg.inv(vb.covariances_) / nu[..., None, None]  # W_k (tied: one W)
     w0 = torch.linalg.inv(st["cov0"])
     m0 = st["m0"] + st["shift"]
     torch.manual_seed(int(torch.randint(1 << 30, (1,), generator=gen)))
     q_lam, p_lam = Wishart(nu, covariance_matrix=w_scale), Wishart(st["nu0"], covariance_matrix=w0)
-    lam = q_lam.sample((n_draws,))  # (S, K, D, D)
+    lam = q_lam.sample((n_draws,))  # (S, K, D, D), or (S, D, D) shared by all k (tied)
+    log_q, log_p = q_lam.log_prob(lam), p_lam.log_prob(lam)
+    if vb.covariance_type == "tied":
+        lam = lam[:, None].expand(n_draws, k, d, d)
+    else:
+        log_q, log_p = log_q.sum(-1), log_p.sum(-1)
     mu = MultivariateNormal(m, precision_matrix=beta[:, None, None] * lam).sample()
-    log_q = q_lam.log_prob(lam).sum(-1) + MultivariateNormal(
-        m, precision_matrix=beta[:, None, None] * lam
-    ).log_prob(mu).sum(-1)
-    log_p = p_lam.log_prob(lam).sum(-1) + MultivariateNormal(
+    log_q = log_q + MultivariateNormal(m, precision_matrix=beta[:, None, None] * lam).log_prob(
+        mu
+    ).sum(-1)
+    log_p = log_p + MultivariateNormal(
         m0.expand(k, d), precision_matrix=st["beta0"] * lam
     ).log_prob(mu).sum(-1)
     wc = st["wc"]
@@ -165,14 +171,20 @@ def _monte_carlo_elbo(vb, x, n_draws, gen):
 
 @pytest.mark.filterwarnings("ignore:Singular sample detected")
 @pytest.mark.parametrize("prior", PRIORS)
-def test_closed_form_elbo_matches_monte_carlo(prior):
+@pytest.mark.parametrize("cov_type", ["full", "tied"])
+def test_closed_form_elbo_matches_monte_carlo(prior, cov_type):
     """The closed-form ELBO (expected log-weights, E log|Λ|, Wishart/Normal/Dirichlet/Beta KLs)
     equals a Monte Carlo estimate over q(θ) within 4 standard errors (fixed seed)."""
     x = blobs(seed=3, d=2)[::4]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         vb = VariationalGaussianMixture(
-            3, weight_concentration_prior_type=prior, random_state=0, max_iter=3, tol=0
+            3,
+            covariance_type=cov_type,
+            weight_concentration_prior_type=prior,
+            random_state=0,
+            max_iter=3,
+            tol=0,
         ).fit(x)
     st = vb._state
     _, lse = vb._pass(torch.as_tensor(x), vb._coefficients(st))
@@ -180,6 +192,50 @@ def test_closed_form_elbo_matches_monte_carlo(prior):
     gen = torch.Generator().manual_seed(0)
     mc, se = _monte_carlo_elbo(vb, x, 4000, gen)
     assert abs(mc - closed) < 4 * se + 1e-9 * abs(closed), (mc, se, closed)
+
+
+def test_tied_with_one_component_is_the_full_model():
+    """K = 1: one shared Λ is the component's own Λ; tied and full agree to 1e-12."""
+    x = blobs(seed=4)
+    tied = VariationalGaussianMixture(1, covariance_type="tied", max_iter=20, tol=0).fit(x)
+    full = VariationalGaussianMixture(1, covariance_type="full", max_iter=20, tol=0).fit(x)
+    np.testing.assert_allclose(tied.covariances_, full.covariances_[0], rtol=1e-12)
+    np.testing.assert_allclose(tied.means_, full.means_, rtol=1e-12)
+    np.testing.assert_allclose(tied.degrees_of_freedom_, full.degrees_of_freedom_[0], rtol=1e-12)
+    np.testing.assert_allclose(tied.lower_bounds_, full.lower_bounds_, rtol=1e-12)
+
+
+def _collapsed_elbo(vb, x, st):
+    """max over q(z) of the ELBO for the global factors in ``st``: Σ_i log Σ_k e^ρ_ik - KLs."""
+    _, lse = vb._pass(x, vb._coefficients(st))
+    return float(vb._elbo(lse, st, None))
+
+
+@pytest.mark.parametrize("prior", PRIORS)
+def test_tied_fixed_point_is_a_local_maximum_of_the_elbo(prior):
+    """At convergence no small change of q(Λ) (ν, W) or of the q(μ_k) means raises the
+    ELBO: the tied update is a true coordinate step of the one objective."""
+    from varbayes.mixture import _covariance as cv
+
+    x = blobs(seed=5)
+    vb = VariationalGaussianMixture(
+        3, covariance_type="tied", weight_concentration_prior_type=prior, random_state=0,
+        tol=1e-12, max_iter=2000,
+    ).fit(x)  # fmt: skip
+    xt = torch.as_tensor(x) - vb._state["shift"]
+    base = _collapsed_elbo(vb, xt + vb._state["shift"], vb._state)
+    rng = np.random.default_rng(0)
+    for _ in range(6):
+        st = dict(vb._state)
+        h = 1e-3
+        a = torch.as_tensor(rng.normal(size=(3, 3)))
+        cov = st["cov"] @ torch.linalg.matrix_exp(h * (a + a.T))  # SPD nearby
+        cov = 0.5 * (cov + cov.T)
+        st["nu"] = st["nu"] * (1 + h * rng.normal())
+        st["pchol"], st["prec"], st["cov"] = cv.cholesky_precision(cov, "tied", 0.0, "test")
+        st["means"] = st["means"] + h * torch.as_tensor(rng.normal(size=st["means"].shape))
+        assert _collapsed_elbo(vb, xt + vb._state["shift"], st) < base
+    assert base == pytest.approx(vb.lower_bound_ * len(x), rel=1e-9)
 
 
 def test_dirichlet_process_switches_off_unneeded_components():
@@ -207,7 +263,7 @@ def test_save_load_round_trip(tmp_path):
 @pytest.mark.parametrize(
     ("kw", "exc", "match"),
     [
-        ({"covariance_type": "tied"}, ValueError, "covariance_type must be one of"),
+        ({"covariance_type": "banded"}, ValueError, "covariance_type must be one of"),
         (
             {"weight_concentration_prior_type": "pitman_yor"},
             ValueError,

@@ -28,8 +28,16 @@ Parameters are named as in scikit-learn's ``BayesianGaussianMixture``; with the 
 initial responsibilities the posteriors agree with it. ``covariances_`` is
 E_q[Λ_k]⁻¹ = (ν_k W_k)⁻¹, as there. The ``diag`` and ``spherical`` types restrict
 W_k (and W₀) to diagonal or isotropic matrices, which gives scikit-learn's updates for
-those types; ``tied`` is not offered because scikit-learn's tied update does not
-correspond to a coordinate step of one ELBO.
+those types. ``tied`` is one precision Λ ~ Wishart(W₀, ν₀) shared by all components,
+μ_k | Λ ~ N(m₀, (β₀ Λ)⁻¹), so q(μ, Λ) = q(Λ) Π_k q(μ_k | Λ) with
+
+    q(Λ) = Wishart(W, ν),  ν = ν₀ + N,
+    W⁻¹ = W₀⁻¹ + Σ_k [N_k S_k + β₀ N_k / β_k (x̄_k - m₀)(x̄_k - m₀)ᵀ],
+
+the exact coordinate step of this ELBO (one Wishart KL in the bound). scikit-learn's
+tied update (ν_k per component, W averaged over them) is not a step of one ELBO, so
+the tied type is checked against the full type at K = 1, against Monte Carlo, and
+for stationarity of the bound at its fixed point instead.
 """
 
 from __future__ import annotations
@@ -59,7 +67,7 @@ class VariationalGaussianMixture(BaseMixture):
     ----------
     n_components : int
         K, an upper bound on the number of components used.
-    covariance_type : {"full", "diag", "spherical"}
+    covariance_type : {"full", "tied", "diag", "spherical"}
     weight_concentration_prior_type : {"dirichlet_process", "dirichlet_distribution"}
         Truncated stick-breaking (K sticks) or a symmetric Dirichlet prior on π.
     weight_concentration_prior : float, optional
@@ -87,7 +95,8 @@ class VariationalGaussianMixture(BaseMixture):
         Parameters of q(π): Dirichlet α_k, or the Beta (a_k, b_k) of each stick.
     mean_precision_ (K,), means_ (K, D), degrees_of_freedom_ (K,), covariances_,
     precisions_, precisions_cholesky_ :
-        Parameters of q(μ_k, Λ_k): β_k, m_k, ν_k, (ν_k W_k)⁻¹, ν_k W_k and its Cholesky factor.
+        Parameters of q(μ_k, Λ_k): β_k, m_k, ν_k, (ν_k W_k)⁻¹, ν_k W_k and its Cholesky factor
+        (tied: one ν, a 0-d tensor, and one (D, D) matrix of each).
     weights_ (K,) :
         E_q[π_k].
     n_effective_components_ : int
@@ -96,7 +105,7 @@ class VariationalGaussianMixture(BaseMixture):
         The full ELBO per datum at the last iteration, and after every iteration.
     """
 
-    _supported_covariance_types = ("full", "diag", "spherical")
+    _supported_covariance_types = ("full", "tied", "diag", "spherical")
     _parameter_table = {
         **COMMON_PARAMETERS,
         "weight_concentration_prior_type": _Options("dirichlet_process", "dirichlet_distribution"),
@@ -176,13 +185,13 @@ class VariationalGaussianMixture(BaseMixture):
         if self.covariance_prior is not None:
             cp = as_tensor(self.covariance_prior, "covariance_prior", **kw)
             check_finite(cp, "covariance_prior")
-            shape = {"full": (d, d), "diag": (d,), "spherical": ()}[ct]
+            shape = {"full": (d, d), "tied": (d, d), "diag": (d,), "spherical": ()}[ct]
             if tuple(cp.shape) != shape:
                 raise ValueError(
                     f"covariance_prior must have shape {shape} for covariance_type={ct!r}; "
                     f"got {tuple(cp.shape)}"
                 )
-            if ct == "full":
+            if ct in ("full", "tied"):
                 ok = torch.allclose(cp, cp.mT) and int(torch.linalg.cholesky_ex(cp)[1]) == 0
             else:
                 ok = bool((cp > 0).all())
@@ -197,7 +206,7 @@ class VariationalGaussianMixture(BaseMixture):
         if self.covariance_prior is None:
             n = summary["n"]
             emp = summary["cov"] * n / (n - 1.0)  # ddof = 1, as numpy.cov
-            cp = {"full": emp, "diag": emp.diagonal(), "spherical": emp.diagonal().mean()}[ct]
+            cp = {"diag": emp.diagonal(), "spherical": emp.diagonal().mean()}.get(ct, emp)
         else:
             cp = as_tensor(self.covariance_prior, "covariance_prior", **kw)
         return {
@@ -248,7 +257,11 @@ class VariationalGaussianMixture(BaseMixture):
         nu = nu0 + nk
         diff = xk - m0
         shrink = nk * beta0 / beta
-        if ct == "full":
+        if ct == "tied":  # one q(Λ): ν = ν₀ + N, W⁻¹ = W₀⁻¹ + Σ_k [N_k S_k + shrink_k d_k d_kᵀ]
+            nu = nu0 + nk.sum()
+            cov = cp + nk.sum() * sk + (shrink[:, None] * diff).mT @ diff
+            cov = cov / nu
+        elif ct == "full":
             cov = (
                 cp
                 + nk[:, None, None] * sk
@@ -314,9 +327,9 @@ class VariationalGaussianMixture(BaseMixture):
         nu, nu0, beta, beta0 = st["nu"], st["nu0"], st["beta"], st["beta0"]
         prec, cp = st["prec"], st["cov0"]
         logdet_bar = cv.log_det_cholesky(st["pchol"], ct, d)
-        if ct == "full":
+        if ct in ("full", "tied"):
             logdet_cp = torch.linalg.slogdet(cp)[1]
-            trace = (cp[None] * prec).sum((-2, -1))  # tr(cp Λ̄_k), both symmetric
+            trace = (cp * prec).sum((-2, -1))  # tr(cp Λ̄_k), both symmetric
         elif ct == "diag":
             logdet_cp = cp.log().sum()
             trace = (cp * prec).sum(-1)
@@ -335,7 +348,7 @@ class VariationalGaussianMixture(BaseMixture):
         quad = (dm * cv.precision_matrix_times(prec, ct, dm)).sum(1)
         ratio = beta0 / beta
         kl_n = 0.5 * (d * (ratio - 1.0 - ratio.log()) + beta0 * quad)
-        return (kl_w + kl_n).sum()
+        return kl_w.sum() + kl_n.sum()  # tied: one Wishart KL
 
     def _elbo(self, lse, st, summary):
         """Full ELBO = Σ_i log Σ_k exp(ρ_ik) - KL(q(π)||p(π)) - Σ_k KL(q(μ_k,Λ_k)||p(μ_k,Λ_k))."""
