@@ -19,9 +19,12 @@ varbayes is run in several variants so that each trick's gain is visible:
   backward → torch Adam) with the ELBO copied to the host every step;
 * ``autograd``                  — the same, ELBO copied to the host every 100 steps;
 * ``hand grads + torch Adam``   — hand-derived ∇λ (no autograd graph), torch's Adam;
-* ``fused step (default)``      — hand-derived ∇λ and the Adam update written out in one
-  function on the flat parameter vector (what ``fit`` does by default here);
-* ``fused step + torch.compile``— the same function compiled (``fit(compile=True)``).
+* ``fused step (default)``      — hand-derived ∇λ and one Adam update on the flat
+  parameter vector in one function (torch's fused CPU Adam kernel when eager; written
+  out when compiled): what ``fit`` does by default here;
+* ``fused step + torch.compile``— the same function compiled (``fit(compile=True)``);
+* ``eager floor``               — not an SVI: the four data-sized kernels and torch's fused
+  Adam alone, the least any eager PyTorch step launches (full batch only).
 
 Peers that are not installed are skipped with a message. Usage:
 
@@ -177,6 +180,32 @@ VARIANTS = [
 ]
 
 
+def floor_runner(X, y, batch_size):
+    """Not an SVI: only the four data-sized kernels every eager step must launch
+    (Xθ, Σ softplus, sigmoid, Xᵀ r) plus torch's fused Adam, with θ = μ (no noise, no
+    ELBO bookkeeping). Its rate bounds what any eager PyTorch SVI step can reach here."""
+    if batch_size is not None:
+        raise ImportError(name="floor (full batch only)")
+    XT = X.T.contiguous()
+    Xty = XT @ y
+    flat, m, v = torch.zeros(2 * D), torch.zeros(2 * D), torch.zeros(2 * D)
+    step = torch.tensor(0.0)
+    adam = dict(lr=0.01, beta1=0.9, beta2=0.999, weight_decay=0.0, eps=1e-8)
+
+    def run(steps):
+        for _ in range(steps):
+            theta = flat[:D]
+            logits = torch.mv(XT.T, theta)
+            torch.nn.functional.softplus(logits).sum()
+            g = torch.cat([torch.mv(XT, torch.sigmoid(logits)) - Xty, flat[D:]])
+            step.add_(1)
+            torch._fused_adam_(
+                [flat], [g], [m], [v], [], [step], **adam, amsgrad=False, maximize=False
+            )
+
+    return run, lambda: (flat[:D], flat[D:].exp())
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=3000, help="timed steps per tool")
@@ -205,6 +234,13 @@ def main(argv=None) -> int:
         makers = [
             (f"varbayes: {v}", functools.partial(varbayes_runner, X, y, batch, v)) for v in variants
         ]
+        if batch is None and not args.quick:
+            makers.append(
+                (
+                    "eager floor (4 kernels + Adam; not SVI)",
+                    functools.partial(floor_runner, X, y, batch),
+                )
+            )
         makers.append(("Pyro AutoNormal + Trace_ELBO", functools.partial(pyro_runner, X, y, batch)))
         makers.append(("NumPyro AutoNormal (jit)", functools.partial(numpyro_runner, X, y, batch)))
         tools = []

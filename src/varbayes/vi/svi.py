@@ -465,6 +465,9 @@ def _meanfield_ascent(value_and_grad, flat, noise, stl, scale, *inputs):
     return value, g.mean(0), g_rho if stl else g_rho + 1.0
 
 
+_FUSED_ADAM = getattr(torch, "_fused_adam_", None)  # torch's fused Adam kernel (torch >= 2.4)
+
+
 def _fused_meanfield_adam_step(
     value_and_grad,
     flat,
@@ -481,8 +484,9 @@ def _fused_meanfield_adam_step(
     scale,
     *inputs,
 ):
-    """One mean-field SVI step with torch's Adam update written out, in place on ``flat``
-    and the Adam state (few kernels; ``torch.compile`` fuses them further):
+    """One mean-field SVI step with torch's Adam update, in place on ``flat`` and the Adam
+    state: torch's fused Adam kernel on CPU when eager, else written out (few kernels;
+    ``torch.compile`` fuses them further):
 
         m ← β₁m + (1-β₁)g,  v ← β₂v + (1-β₂)g²,  t ← t + 1,
         λ ← λ - lr/(1-β₁ᵗ) · m / (√v/√(1-β₂ᵗ) + ε),      g = ∇λ(-ELBO).
@@ -492,9 +496,17 @@ def _fused_meanfield_adam_step(
     """
     value, g_mu, g_rho = _meanfield_ascent(value_and_grad, flat, noise, stl, scale, *inputs)
     grad = torch.cat([g_mu, g_rho]).neg_()
+    step.add_(1)
+    if not isinstance(t, torch.Tensor) and flat.device.type == "cpu" and _FUSED_ADAM is not None:
+        # torch's own fused CPU Adam kernel: the same update in one call instead of ~9
+        _FUSED_ADAM(
+            [flat], [grad], [exp_avg], [exp_avg_sq], [], [step],
+            lr=lr, beta1=beta1, beta2=beta2, weight_decay=0.0, eps=adam_eps,
+            amsgrad=False, maximize=False,
+        )  # fmt: skip
+        return value
     exp_avg.lerp_(grad, 1 - beta1)
     exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
-    step.add_(1)
     bias1 = 1 - beta1**t
     bias2_sqrt = (1 - beta2**t) ** 0.5
     if isinstance(t, torch.Tensor):
