@@ -456,9 +456,9 @@ def _meanfield_ascent(value_and_grad, flat, noise, stl, scale, *inputs):
         g = g + noise / sigma
     if noise.shape[0] == 1:  # one particle: no means over particles (fewer kernels)
         noise0, g0 = noise[0], g[0]
-        value = log_p[0] + (log_scale.sum() + 0.5 * (noise0 @ noise0) + 0.5 * d * _LOG_2PI)
-        g_rho = g0 * noise0 * sigma
-        return value, g0, g_rho if stl else g_rho.add_(1.0)
+        value = log_p[0].add(log_scale.sum()).add_(torch.dot(noise0, noise0), alpha=0.5)
+        g_rho = (g0 * noise0).mul_(sigma)
+        return value.add_(0.5 * d * _LOG_2PI), g0, g_rho if stl else g_rho.add_(1.0)
     neg_log_q = log_scale.sum() + 0.5 * (noise * noise).sum(-1) + 0.5 * d * _LOG_2PI
     value = (log_p + neg_log_q).mean()
     g_rho = (g * noise).mean(0) * sigma
@@ -495,16 +495,17 @@ def _fused_meanfield_adam_step(
     0-d float64 tensors when compiled). Returns the ELBO estimate (0-d tensor; no sync).
     """
     value, g_mu, g_rho = _meanfield_ascent(value_and_grad, flat, noise, stl, scale, *inputs)
-    grad = torch.cat([g_mu, g_rho]).neg_()
     step.add_(1)
     if not isinstance(t, torch.Tensor) and flat.device.type == "cpu" and _FUSED_ADAM is not None:
         # torch's own fused CPU Adam kernel: the same update in one call instead of ~9
+        # (maximize=True: it steps along +∇λ ELBO, i.e. down the loss -ELBO)
         _FUSED_ADAM(
-            [flat], [grad], [exp_avg], [exp_avg_sq], [], [step],
+            [flat], [torch.cat([g_mu, g_rho])], [exp_avg], [exp_avg_sq], [], [step],
             lr=lr, beta1=beta1, beta2=beta2, weight_decay=0.0, eps=adam_eps,
-            amsgrad=False, maximize=False,
+            amsgrad=False, maximize=True,
         )  # fmt: skip
         return value
+    grad = torch.cat([g_mu, g_rho]).neg_()
     exp_avg.lerp_(grad, 1 - beta1)
     exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
     bias1 = 1 - beta1**t
