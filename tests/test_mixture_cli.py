@@ -36,13 +36,20 @@ def test_fit_npy_prints_likelihood_bic_aic_and_saves(tmp_path, data, capsys):
     assert (tmp_path / "fig.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_fit_csv_variational_reports_effective_components(tmp_path, data, capsys):
-    """--variational on a CSV with a header prints the ELBO and the effective components."""
+@pytest.mark.parametrize("cov", ["full", "tied"])
+def test_fit_csv_variational_reports_effective_components(tmp_path, data, capsys, cov):
+    """--variational on a CSV with a header prints the ELBO (the one of the Python API)
+    and the effective components, for every covariance type."""
     np.savetxt(tmp_path / "x.csv", data, delimiter=",", header="a,b", comments="")
-    rc = main(["gmm", "fit", str(tmp_path / "x.csv"), "-k", "5", "--variational"])
+    args = ["gmm", "fit", str(tmp_path / "x.csv"), "-k", "5", "--variational"]
+    rc = main([*args, "--covariance", cov, "--save", str(tmp_path / "m")])
     out = capsys.readouterr().out
     assert rc == 0
     assert "ELBO per datum:" in out and "effective components:" in out
+    elbo = float(out.split("ELBO per datum: ")[1].split()[0])
+    model = load(tmp_path / "m")
+    assert model.covariance_type == cov
+    assert elbo == pytest.approx(model.lower_bound_, abs=1e-6)
 
 
 def test_unreadable_or_missing_data_fails_and_writes_nothing(tmp_path, capsys):
