@@ -18,6 +18,8 @@ def end_process_group(finished: bool) -> None:
     reach it.
     """
     gc.collect()
-    if finished:
-        dist.barrier()
-    dist.destroy_process_group()
+    try:
+        if finished:
+            dist.barrier()  # raises, rather than hangs, when a peer has already gone
+    finally:
+        dist.destroy_process_group()
