@@ -232,27 +232,32 @@ class LogisticRegression(LogJoint):
         """(Xᵀ as a contiguous (D, N) tensor, Xᵀy): the likelihood's data statistics."""
         return self._XT, self._Xty
 
+    def _value_and_grad_one(self, t, scale, XT, Xty, out=None):
+        """log p(y, θ | X) (0-d) and ∇_θ (D,) (written into ``out`` if given) for one θ
+        and a likelihood scale != 0, in few kernels: with a = Xᵀy - θ/(s²·scale),
+        ∇ = scale·(a - Xᵀσ(Xθ)) (one addmv) and
+        log p = scale·(θᵀ(Xᵀy - θ/(2s²·scale)) - Σ softplus(Xθ)) - const."""
+        logits = torch.mv(XT.T, t)
+        inv = 1.0 / (self._prior_var * scale)
+        g = torch.addmv(
+            torch.add(Xty, t, alpha=-inv), XT, torch.sigmoid(logits),
+            beta=scale, alpha=-scale, out=out,
+        )  # fmt: skip
+        lin = torch.dot(t, torch.add(Xty, t, alpha=-0.5 * inv))
+        value = lin.sub_(torch.nn.functional.softplus(logits).sum()).mul_(scale)
+        return value.sub_(self._prior_const), g
+
     def _value_and_grad_impl(self, theta, scale, XT, Xty):
         """log p(y, θ | X) and ∇_θ = Xᵀ(y - sigmoid(Xθ)) - θ/s²; ``(S,)`` and ``(S, D)``.
 
         Σ_n y_n x_nᵀθ = θᵀ(Xᵀy) uses the cached Xᵀy, so one step reads X twice (Xθ and
         Xᵀσ(Xθ)) and touches the N logits in two element-wise passes."""
         if theta.shape[0] == 1 and scale != 0:  # one particle: BLAS gemv, fewest kernels
-            # with a = Xᵀy - θ/(s²·scale): ∇ = scale·(a - Xᵀσ(Xθ)) (one addmv), and
-            # log p = scale·(θᵀ(Xᵀy - θ/(2s²·scale)) - Σ softplus(Xθ)) - const
-            t = theta[0]
-            logits = torch.mv(XT.T, t)
-            inv = 1.0 / (self._prior_var * scale)
-            g = torch.addmv(
-                torch.add(Xty, t, alpha=-inv), XT, torch.sigmoid(logits), beta=scale, alpha=-scale
-            )
-            lin = torch.dot(t, torch.add(Xty, t, alpha=-0.5 * inv))
-            value = lin.sub_(torch.nn.functional.softplus(logits).sum()).mul_(scale)
-            return value.sub_(self._prior_const)[None], g[None]
-        else:
-            logits = theta @ XT
-            lik = theta @ Xty - torch.nn.functional.softplus(logits).sum(-1)
-            g = Xty - torch.sigmoid(logits) @ XT.T
+            value, g = self._value_and_grad_one(theta[0], scale, XT, Xty)
+            return value[None], g[None]
+        logits = theta @ XT
+        lik = theta @ Xty - torch.nn.functional.softplus(logits).sum(-1)
+        g = Xty - torch.sigmoid(logits) @ XT.T
         pv, pg = _isotropic_prior_value_and_grad(theta, self._prior_var, self._prior_const)
         return lik.mul_(scale).add_(pv), g.mul_(scale).add_(pg)
 

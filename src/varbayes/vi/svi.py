@@ -253,6 +253,9 @@ def fit(
         # optimizer did step (torch sets this flag in its step wrapper).
         opt._opt_called = True
     full_inputs = model.grad_inputs() if use_fast else None
+    lean = None
+    if fused and not compile and num_particles == 1 and device.type == "cpu" and _FUSED_ADAM:
+        lean = _LeanStep(model, guide.flat.detach(), adam, group, stl)
 
     def next_batch():
         nonlocal order, position
@@ -267,6 +270,12 @@ def fit(
 
     def step():
         m = next_batch()
+        if lean is not None:
+            value = lean(generator, m.scale, full_inputs if m is model else m.grad_inputs())
+            adam_t[0] += 1
+            if sched is not None:
+                sched.step()
+            return value
         if use_fast:
             flat = guide.flat
             noise = torch.randn(
@@ -466,6 +475,52 @@ def _meanfield_ascent(value_and_grad, flat, noise, stl, scale, *inputs):
 
 
 _FUSED_ADAM = getattr(torch, "_fused_adam_", None)  # torch's fused Adam kernel (torch >= 2.4)
+
+
+class _LeanStep:
+    """The eager CPU one-particle form of :func:`_fused_meanfield_adam_step`: the same
+    arithmetic and random draws, on buffers allocated once, so that a step is ~20 kernel
+    calls and little Python (the step of a small model is bound by call overhead)."""
+
+    def __init__(self, model, flat, adam, group, stl):
+        d = flat.shape[0] // 2
+        self.model, self.flat, self.adam, self.group, self.stl = model, flat, adam, group, stl
+        self.one = getattr(model, "_value_and_grad_one", None)  # (θ (D,)) -> (0-d, (D,))
+        self.loc, self.log_scale = flat[:d], flat[d:]
+        self.grad = torch.empty_like(flat)
+        self.g_mu, self.g_rho = self.grad[:d], self.grad[d:]
+        self.noise, self.sigma = flat.new_empty(d), flat.new_empty(d)
+        self.theta = flat.new_empty((1, d))
+        self.theta0 = self.theta[0]
+        self.const = 0.5 * d * _LOG_2PI
+
+    def __call__(self, generator, scale, inputs):
+        noise, sigma, g_rho = self.noise, self.sigma, self.g_rho
+        torch.randn(noise.shape, generator=generator, out=noise)
+        torch.exp(self.log_scale, out=sigma)
+        torch.addcmul(self.loc, sigma, noise, out=self.theta0)
+        g_mu = self.g_mu
+        if self.one is not None and scale != 0:
+            log_p, _ = self.one(self.theta0, scale, *inputs, out=g_mu)
+        else:
+            log_p, g = self.model._value_and_grad_impl(self.theta, scale, *inputs)
+            log_p = log_p[0]
+            g_mu.copy_(g[0])
+        if self.stl:  # -log q differentiated with λ fixed: g + ε/σ, and no +1 for ρ
+            g_mu.addcdiv_(noise, sigma)
+        torch.mul(g_mu, noise, out=g_rho).mul_(sigma)
+        if not self.stl:
+            g_rho.add_(1.0)
+        value = log_p.add(self.log_scale.sum()).add_(torch.dot(noise, noise), alpha=0.5)
+        group, adam = self.group, self.adam
+        b1, b2 = group["betas"]
+        adam["step"].add_(1)
+        _FUSED_ADAM(
+            [self.flat], [self.grad], [adam["exp_avg"]], [adam["exp_avg_sq"]], [],
+            [adam["step"]], lr=float(group["lr"]), beta1=b1, beta2=b2, weight_decay=0.0,
+            eps=group["eps"], amsgrad=False, maximize=True,
+        )  # fmt: skip
+        return value.add_(self.const)
 
 
 def _fused_meanfield_adam_step(
