@@ -20,8 +20,8 @@ varbayes is run in several variants so that each trick's gain is visible:
 * ``autograd``                  — the same, ELBO copied to the host every 100 steps;
 * ``hand grads + torch Adam``   — hand-derived ∇λ (no autograd graph), torch's Adam;
 * ``fused step (default)``      — hand-derived ∇λ and one Adam update on the flat
-  parameter vector in one function (torch's fused CPU Adam kernel when eager; written
-  out when compiled): what ``fit`` does by default here;
+  parameter vector (torch's fused CPU Adam kernel when eager, with one particle on
+  buffers allocated once; written out when compiled): what ``fit`` does by default;
 * ``fused step + torch.compile``— the same function compiled (``fit(compile=True)``);
 * ``eager floor``               — not an SVI: the four data-sized kernels and torch's fused
   Adam alone, the least any eager PyTorch step launches (full batch only).
