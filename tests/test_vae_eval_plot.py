@@ -32,6 +32,9 @@ def test_evaluate_nll_matches_exact_log_likelihood_of_linear_gaussian_model():
     res = evaluate(m, x, k=2000, batch_size=7)
     exact = exact_log_px(x.reshape(20, 5), w, b, 0.6).mean()
     assert abs(res["nll"] + exact) < 0.03
+    # its standard error is the spread of the exact per-image log p(x) over the images
+    per_image = exact_log_px(x.reshape(20, 5), w, b, 0.6)
+    assert res["nll_se"] == pytest.approx(float(per_image.std()) / np.sqrt(20), rel=0.05)
     assert sum(res["kl_per_dim"]) == pytest.approx(res["kl"], rel=1e-9)
     assert "NLL, IWAE k=2000" in format_table(res)
 
@@ -46,7 +49,7 @@ def test_active_units_count_dimensions_whose_posterior_mean_varies():
     m = VAE(cfg, encoder=enc).double()
     x = torch.rand(200, d, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     res = evaluate(m, x, k=0)
-    assert res["active_units"] == 1 and res["nll"] is None
+    assert res["active_units"] == 1 and res["nll"] is None and res["nll_se"] is None
     np.testing.assert_allclose(res["au_variance"][0], x[:, 0].var().item(), rtol=1e-9)
     assert res["au_variance"][1] == 0
     mse = ((m.reconstruct(x).reshape(200, d) - x) ** 2).mean().item()

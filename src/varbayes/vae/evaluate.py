@@ -42,7 +42,9 @@ def evaluate(
 
     ``k`` is the number of importance samples of the NLL estimate (0 skips it);
     ``batch_size`` images are evaluated at once; ``seed`` fixes the noise. Returns a dict:
-    ``n``, ``elbo``, ``recon``, ``kl``, ``nll`` (None when k = 0), ``k``,
+    ``n``, ``elbo``, ``recon``, ``kl``, ``nll`` (None when k = 0) and ``nll_se`` (its
+    standard error over the images, sd / √n: the spread of the test set, not of the
+    importance sampling), ``k``,
     ``kl_per_dim`` (list of L floats), ``active_units``, ``au_variance`` (list), ``mse``.
     """
     k = check_int(k, "k", minimum=0)
@@ -52,7 +54,8 @@ def evaluate(
     x = model.flatten(x, "x")
     g = torch.Generator(device=x.device).manual_seed(seed)
     L = model.latent_dim
-    tot = torch.zeros(4, dtype=torch.float64, device=x.device)  # elbo, recon, ll, sq err
+    # Σ elbo, Σ recon, Σ log p(x), Σ squared error, Σ log p(x)²
+    tot = torch.zeros(5, dtype=torch.float64, device=x.device)
     kl_dims = torch.zeros(L, dtype=torch.float64, device=x.device)
     mus = []
     chunks = x.split(batch_size)
@@ -70,13 +73,16 @@ def evaluate(
         )
         mus.append(loc.double())
         recon = model.likelihood.mean(model.decoder(loc))
-        ll = model.log_likelihood(xb, k, max_rows=max_rows, generator=g).sum() if k else 0.0
+        ll = xb.new_zeros(1, dtype=torch.float64)
+        if k:
+            ll = model.log_likelihood(xb, k, max_rows=max_rows, generator=g).double()
         tot += torch.stack(
             [
                 t.elbo.sum().double(),
                 t.recon.sum().double(),
-                torch.as_tensor(ll, dtype=torch.float64, device=x.device),
+                ll.sum(),
                 ((recon - xb) ** 2).sum().double(),
+                (ll * ll).sum(),
             ]
         )
     model.train(was_training)
@@ -84,12 +90,14 @@ def evaluate(
     mu = torch.cat(mus)
     var = mu.var(0, correction=1) if n > 1 else torch.zeros(L, dtype=torch.float64)
     tot = (tot / n).tolist()
+    se = math.sqrt(max(tot[4] - tot[2] ** 2, 0.0) * n / max(n - 1, 1) / n) if k else None
     return {
         "n": n,
         "elbo": tot[0],
         "recon": -tot[1],
         "kl": tot[1] - tot[0],
         "nll": -tot[2] if k else None,
+        "nll_se": se,
         "k": k,
         "kl_per_dim": (kl_dims / n).tolist(),
         "active_units": int((var > ACTIVE_UNIT_THRESHOLD).sum()),
@@ -105,7 +113,7 @@ def format_table(metrics: dict) -> str:
         ("ELBO (nats)", f"{metrics['elbo']:.3f}"),
         (
             f"NLL, IWAE k={metrics['k']} (nats)",
-            "-" if metrics["nll"] is None else f"{metrics['nll']:.3f}",
+            "-" if metrics["nll"] is None else f"{metrics['nll']:.3f} ± {metrics['nll_se']:.3f}",
         ),
         ("reconstruction −E_q log p(x|z)", f"{metrics['recon']:.3f}"),
         ("KL(q(z|x) || p(z))", f"{metrics['kl']:.3f}"),
