@@ -90,7 +90,7 @@ def main():
         cuda=torch.cuda.get_device_name() if torch.cuda.is_available() else None,
     )
     print(
-        f"NLL {metrics['nll']:.2f} nats vs target {target} "
+        f"NLL {metrics['nll']:.2f} ± {metrics['nll_se']:.2f} nats vs target {target} "
         f"({'reached' if metrics['reached'] else 'NOT reached'}); training {train_s:.0f} s, "
         f"evaluation {eval_s:.0f} s"
     )
