@@ -168,18 +168,18 @@ def test_ng_helpers_agree_with_scipy():
     assert _ng_log_lik(X_NG, mu, tau) == pytest.approx(stats.norm.logpdf(X_NG, mu, tau**-0.5).sum())
 
 
+def _ng_integral(log_f):
+    """∫∫ exp(log_f(μ, τ)) dμ dτ over τ ∈ (0, 20], μ ∈ [-4, 6] (scipy dblquad, tight tolerances)."""
+    value, _ = integrate.dblquad(
+        lambda mu, tau: math.exp(log_f(mu, tau)), 1e-9, 20.0, -4.0, 6.0, epsabs=1e-12, epsrel=1e-10
+    )
+    return value
+
+
 def test_normal_gamma_evidence_equals_double_integral():
     """Normal-Gamma evidence equals scipy.integrate.dblquad over (μ, τ)."""
     ours = float(NG.log_marginal_likelihood(X_NG))
-    z, _ = integrate.dblquad(
-        lambda mu, tau: math.exp(_ng_log_prior(mu, tau) + _ng_log_lik(X_NG, mu, tau) - ours),
-        1e-9,
-        20.0,
-        -4.0,
-        6.0,
-        epsabs=1e-12,
-        epsrel=1e-10,
-    )
+    z = _ng_integral(lambda mu, tau: _ng_log_prior(mu, tau) + _ng_log_lik(X_NG, mu, tau) - ours)
     assert math.log(z) == pytest.approx(0.0, abs=1e-7)
 
 
@@ -193,16 +193,8 @@ def test_normal_gamma_posterior_and_predictive_match_scipy():
         assert got == pytest.approx(expected, abs=1e-9)
     # predictive: integrate the likelihood of a new point against the posterior
     xn = 2.0
-    num, _ = integrate.dblquad(
-        lambda mu, tau: math.exp(
-            _ng_log_prior(mu, tau) + _ng_log_lik(np.append(X_NG, xn), mu, tau) - log_z
-        ),
-        1e-9,
-        20.0,
-        -4.0,
-        6.0,
-        epsabs=1e-12,
-        epsrel=1e-10,
+    num = _ng_integral(
+        lambda mu, tau: _ng_log_prior(mu, tau) + _ng_log_lik(np.append(X_NG, xn), mu, tau) - log_z
     )
     pred = post.posterior_predictive()
     assert float(pred.log_prob(torch.tensor(xn, dtype=torch.float64))) == pytest.approx(

@@ -25,6 +25,17 @@ class _SkFromResp(BayesianGaussianMixture):
         self._initialize(X, self.resp0)
 
 
+def _fit_both(x, r0, kw):
+    """scikit-learn's and varbayes' fits of x from the same responsibilities r0."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        sk = _SkFromResp(**kw)
+        sk.resp0 = r0
+        sk.fit(x)
+        vb = VariationalGaussianMixture(resp_init=r0, **kw).fit(x)
+    return sk, vb
+
+
 def blobs(seed=0, d=3):
     rng = np.random.default_rng(seed)
     return np.concatenate(
@@ -59,12 +70,7 @@ def test_posteriors_match_sklearn_from_same_responsibilities(prior, cov_type):
         max_iter=40,
         tol=0.0,
     )
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        sk = _SkFromResp(**kw)
-        sk.resp0 = r0
-        sk.fit(x)
-        vb = VariationalGaussianMixture(resp_init=r0, **kw).fit(x)
+    sk, vb = _fit_both(x, r0, kw)
     if prior == "dirichlet_process":
         for a, b in zip(sk.weight_concentration_, vb.weight_concentration_, strict=True):
             assert rel_err(a, b) < 1e-8
@@ -88,12 +94,7 @@ def test_per_component_e_step_matches_sklearn(prior):
     x = blobs(seed=7, d=9)
     r0 = random_resp(len(x), 2, seed=3)
     kw = dict(n_components=2, weight_concentration_prior_type=prior, max_iter=20, tol=0.0)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        sk = _SkFromResp(**kw)
-        sk.resp0 = r0
-        sk.fit(x)
-        vb = VariationalGaussianMixture(resp_init=r0, **kw).fit(x)
+    sk, vb = _fit_both(x, r0, kw)
     assert vb._use_blocks(9)
     for name in ["mean_precision_", "means_", "degrees_of_freedom_", "covariances_"]:
         assert rel_err(getattr(sk, name), getattr(vb, name)) < 1e-8, name

@@ -17,5 +17,11 @@ def test_readme_has_python_examples():
 
 @pytest.mark.parametrize("index", range(len(BLOCKS)))
 def test_readme_python_block_runs(index, tmp_path, monkeypatch, capsys):
+    """The block runs to its last line, and each of its print calls printed a line."""
     monkeypatch.chdir(tmp_path)  # blocks may save files
-    exec(compile(BLOCKS[index], f"README.md block {index + 1}", "exec"), {"__name__": "__main__"})
+    block = BLOCKS[index] + "\n__readme_block_done__ = True\n"
+    namespace = {"__name__": "__main__"}
+    exec(compile(block, f"README.md block {index + 1}", "exec"), namespace)
+    assert namespace.get("__readme_block_done__") is True
+    printed = capsys.readouterr().out.splitlines()
+    assert len(printed) >= BLOCKS[index].count("print(")

@@ -174,6 +174,21 @@ def test_mean_field_svi_recovers_exact_mean_and_underestimates_variance():
     assert (g.scale.detach() < post.stddev).all()
 
 
+def _fit_full_rank(model, guide, num_steps):
+    """The recipe both logistic-regression checks use: 8 particles, STL, decaying lr."""
+    fit(
+        model,
+        guide,
+        num_steps=num_steps,
+        num_particles=8,
+        lr=0.03,
+        stl=True,
+        seed=0,
+        rtol=0,
+        scheduler=functools.partial(torch.optim.lr_scheduler.ExponentialLR, gamma=0.998),
+    )
+
+
 def test_logistic_regression_2d_matches_quadrature():
     """Full-rank SVI on a 2-D logistic posterior: means and stds within 10% of a posterior std
     of grid quadrature (the Gaussian family's own error at N=60 is a few per cent)."""
@@ -190,17 +205,7 @@ def test_logistic_regression_2d_matches_quadrature():
     mean = (w[:, None] * grid).sum(0)
     std = ((w[:, None] * (grid - mean) ** 2).sum(0)).sqrt()
     guide = FullRankNormal(2, init_scale=1.0, dtype=D64)
-    fit(
-        model,
-        guide,
-        num_steps=1500,
-        num_particles=8,
-        lr=0.03,
-        stl=True,
-        seed=0,
-        rtol=0,
-        scheduler=functools.partial(torch.optim.lr_scheduler.ExponentialLR, gamma=0.998),
-    )
+    _fit_full_rank(model, guide, 1500)
     q_std = guide().stddev.detach()
     assert ((guide.loc.detach() - mean).abs() < 0.1 * std).all()
     assert ((q_std - std).abs() < 0.1 * std).all()
@@ -215,17 +220,7 @@ def test_logistic_regression_5d_matches_stored_importance_sampling_reference():
     y = torch.tensor(ref["y"], dtype=D64)
     model = LogisticRegression(X, y, prior_scale=ref["prior_scale"], dtype=D64)
     guide = FullRankNormal(5, init_scale=1.0, dtype=D64)
-    fit(
-        model,
-        guide,
-        num_steps=2000,
-        num_particles=8,
-        lr=0.03,
-        stl=True,
-        seed=0,
-        rtol=0,
-        scheduler=functools.partial(torch.optim.lr_scheduler.ExponentialLR, gamma=0.998),
-    )
+    _fit_full_rank(model, guide, 2000)
     mean, std = torch.tensor(ref["mean"], dtype=D64), torch.tensor(ref["std"], dtype=D64)
     assert ((guide.loc.detach() - mean).abs() < 0.1 * std).all()
     assert ((guide().stddev.detach() - std).abs() < 0.1 * std).all()

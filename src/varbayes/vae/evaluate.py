@@ -90,7 +90,8 @@ def evaluate(
     mu = torch.cat(mus)
     var = mu.var(0, correction=1) if n > 1 else torch.zeros(L, dtype=torch.float64)
     tot = (tot / n).tolist()
-    se = math.sqrt(max(tot[4] - tot[2] ** 2, 0.0) * n / max(n - 1, 1) / n) if k else None
+    # sd/√n with the unbiased variance: (mean of squares - square of mean)·n/(n-1), over n
+    se = math.sqrt(max(tot[4] - tot[2] ** 2, 0.0) / max(n - 1, 1)) if k else None
     return {
         "n": n,
         "elbo": tot[0],

@@ -477,6 +477,16 @@ def _meanfield_ascent(value_and_grad, flat, noise, stl, scale, *inputs):
 _FUSED_ADAM = getattr(torch, "_fused_adam_", None)  # torch's fused Adam kernel (torch >= 2.4)
 
 
+def _fused_adam_ascent(flat, ascent, exp_avg, exp_avg_sq, step, lr, beta1, beta2, eps):
+    """torch's fused CPU Adam kernel on ``flat`` (``step`` already incremented): one call
+    in place of ~9 element-wise kernels. ``maximize=True``: it steps along ``ascent`` =
+    +∇λ ELBO, i.e. down the loss -ELBO, with the same state torch's Adam keeps."""
+    _FUSED_ADAM(
+        [flat], [ascent], [exp_avg], [exp_avg_sq], [], [step], lr=lr, beta1=beta1,
+        beta2=beta2, weight_decay=0.0, eps=eps, amsgrad=False, maximize=True,
+    )  # fmt: skip
+
+
 class _LeanStep:
     """The eager CPU one-particle form of :func:`_fused_meanfield_adam_step`: the same
     arithmetic and random draws, on buffers allocated once, so that a step is ~20 kernel
@@ -515,10 +525,9 @@ class _LeanStep:
         group, adam = self.group, self.adam
         b1, b2 = group["betas"]
         adam["step"].add_(1)
-        _FUSED_ADAM(
-            [self.flat], [self.grad], [adam["exp_avg"]], [adam["exp_avg_sq"]], [],
-            [adam["step"]], lr=float(group["lr"]), beta1=b1, beta2=b2, weight_decay=0.0,
-            eps=group["eps"], amsgrad=False, maximize=True,
+        _fused_adam_ascent(
+            self.flat, self.grad, adam["exp_avg"], adam["exp_avg_sq"], adam["step"],
+            float(group["lr"]), b1, b2, group["eps"],
         )  # fmt: skip
         return value.add_(self.const)
 
@@ -552,13 +561,8 @@ def _fused_meanfield_adam_step(
     value, g_mu, g_rho = _meanfield_ascent(value_and_grad, flat, noise, stl, scale, *inputs)
     step.add_(1)
     if not isinstance(t, torch.Tensor) and flat.device.type == "cpu" and _FUSED_ADAM is not None:
-        # torch's own fused CPU Adam kernel: the same update in one call instead of ~9
-        # (maximize=True: it steps along +∇λ ELBO, i.e. down the loss -ELBO)
-        _FUSED_ADAM(
-            [flat], [torch.cat([g_mu, g_rho])], [exp_avg], [exp_avg_sq], [], [step],
-            lr=lr, beta1=beta1, beta2=beta2, weight_decay=0.0, eps=adam_eps,
-            amsgrad=False, maximize=True,
-        )  # fmt: skip
+        ascent = torch.cat([g_mu, g_rho])
+        _fused_adam_ascent(flat, ascent, exp_avg, exp_avg_sq, step, lr, beta1, beta2, adam_eps)
         return value
     grad = torch.cat([g_mu, g_rho]).neg_()
     exp_avg.lerp_(grad, 1 - beta1)
