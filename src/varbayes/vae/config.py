@@ -21,6 +21,7 @@ __all__ = [
     "ACTIVATIONS",
     "ARCHITECTURES",
     "DATASETS",
+    "DATASET_DEFAULTS",
     "KL_ESTIMATORS",
     "LIKELIHOODS",
     "OBJECTIVES",
@@ -32,7 +33,11 @@ ACTIVATIONS = ("relu", "elu", "tanh", "softplus", "leaky_relu", "gelu")
 LIKELIHOODS = ("bernoulli", "gaussian", "continuous-bernoulli")
 OBJECTIVES = ("elbo", "iwae")
 KL_ESTIMATORS = ("analytic", "mc")
-DATASETS = ("mnist", "binarized-mnist")
+DATASETS = ("mnist", "binarized-mnist", "digits")
+DATASET_DEFAULTS: dict[str, dict] = {
+    "digits": {"image_shape": (8, 8), "val_size": 150, "epochs": 100},
+}
+"""Per-data-set defaults that :meth:`VAEConfig.for_dataset` fills in (fields not given)."""
 BINARIZATIONS = ("auto", "dynamic", "none")
 LR_SCHEDULES = ("constant", "burda")
 
@@ -72,11 +77,13 @@ class VAEConfig:
     beta : weight β ≥ 0 of the KL term (β = 1: the ELBO).
     warmup_epochs : KL warm-up: β_t rises linearly from 0 to ``beta`` over this many
         epochs (0: no warm-up). ELBO objective only.
-    dataset : ``"mnist"`` (grey levels in [0, 1]) or ``"binarized-mnist"`` (the fixed
-        .amat benchmark; train/valid/test as published).
+    dataset : ``"mnist"`` (grey levels in [0, 1]), ``"binarized-mnist"`` (the fixed
+        .amat benchmark; train/valid/test as published) or ``"digits"`` (scikit-learn's
+        bundled 8×8 digits, grey levels / 16, no download; needs ``image_shape=(8, 8)``,
+        which :meth:`for_dataset` fills in).
     binarize : ``"dynamic"`` (x ~ Bernoulli(grey level) afresh for every batch),
-        ``"none"`` (grey levels as they are) or ``"auto"`` (dynamic for MNIST with a
-        Bernoulli likelihood, none otherwise).
+        ``"none"`` (grey levels as they are) or ``"auto"`` (dynamic for grey-level MNIST
+        or digits with a Bernoulli likelihood, none otherwise).
     val_size : images of the MNIST training split held out for validation.
     train_size : use only the first ``train_size`` training images (None: all).
     epochs, batch_size, lr, seed : Adam with learning rate ``lr`` on minibatches of
@@ -160,6 +167,11 @@ class VAEConfig:
                 f"got beta={self.beta!r}, warmup_epochs={self.warmup_epochs!r}"
             )
         _choice("dataset", self.dataset, DATASETS)
+        if self.dataset == "digits" and self.image_shape != (8, 8):
+            raise ValueError(
+                f"image_shape must be (8, 8) for dataset='digits'; got {self.image_shape!r} "
+                "(VAEConfig.for_dataset('digits') sets it)"
+            )
         _choice("binarize", self.binarize, BINARIZATIONS)
         if self.binarize == "dynamic" and self.likelihood != "bernoulli":
             raise ValueError(
@@ -191,7 +203,7 @@ class VAEConfig:
     def dynamic_binarization(self) -> bool:
         """Whether training draws x ~ Bernoulli(grey level) afresh for every batch."""
         if self.binarize == "auto":
-            return self.dataset == "mnist" and self.likelihood == "bernoulli"
+            return self.dataset in ("mnist", "digits") and self.likelihood == "bernoulli"
         return self.binarize == "dynamic"
 
     def learning_rate(self, epoch: int) -> float:
@@ -203,6 +215,16 @@ class VAEConfig:
             i += 1
             end += 3**i
         return self.lr * 10 ** (-i / 7)
+
+    @classmethod
+    def for_dataset(cls, dataset: str = "mnist", **fields) -> VAEConfig:
+        """A config for ``dataset`` whose unspecified fields take that data set's defaults.
+
+        :data:`DATASET_DEFAULTS` holds them (``"digits"``: 8×8 images, 150 validation
+        images, 100 epochs); ``fields`` override them, and every other field keeps the
+        class default.
+        """
+        return cls(dataset=dataset, **{**DATASET_DEFAULTS.get(dataset, {}), **fields})
 
     def replace(self, **changes) -> VAEConfig:
         """A copy with ``changes`` applied (and checked)."""
