@@ -50,6 +50,21 @@ class ELBOTerms(NamedTuple):
     kl: torch.Tensor
 
 
+class _SampleLogDensities(NamedTuple):
+    """log p(x|z_i), log p(z_i), log q(z_i|x) of k draws z_i ~ q(z|x), each (k, B)."""
+
+    log_px_z: torch.Tensor
+    log_pz: torch.Tensor
+    log_qz: torch.Tensor
+    loc: torch.Tensor  # (B, L), μφ(x)
+    scale: torch.Tensor  # (B, L), σφ(x)
+
+    @property
+    def log_weights(self) -> torch.Tensor:
+        """log w_i = log p(x|z_i) + log p(z_i) − log q(z_i|x), shape (k, B)."""
+        return self.log_px_z + self.log_pz - self.log_qz
+
+
 class VAE(nn.Module):
     """A VAE with encoder q_φ(z|x) = N(μφ(x), diag σφ²(x)), prior N(0, I), decoder p_θ(x|z).
 
@@ -197,24 +212,36 @@ class VAE(nn.Module):
         r = (z - loc) / scale
         return -0.5 * (r * r).sum(-1) - scale.log().sum(-1) - 0.5 * z.shape[-1] * _LOG_2PI
 
+    def _log_densities(self, x, k: int, generator=None, eps=None) -> _SampleLogDensities:
+        """Draw z_1..z_k ~ q(z|x) for flattened x (B, D) and score each: (k, B) tensors."""
+        loc, scale = self._encode(x)
+        z = self._draw(loc, scale, k, generator, eps)  # (k, B, L)
+        return _SampleLogDensities(
+            log_px_z=self.likelihood.log_prob(x, self.decoder(z)),
+            log_pz=self._log_prior(z),
+            log_qz=self._log_q(z, loc, scale),
+            loc=loc,
+            scale=scale,
+        )
+
+    def _analytic_kl(self, loc, scale) -> torch.Tensor:
+        """KL(N(loc, diag scale²) || p(z)) in closed form, shape (B,)."""
+        q = Independent(Normal(loc, scale, validate_args=False), 1)
+        return kl_divergence(q, self.prior())
+
     def _terms(self, x, *, num_samples: int, kl: str, generator=None, eps=None) -> ELBOTerms:
         """ELBO terms of flattened, checked x (B, D) from ``num_samples`` draws of z."""
-        loc, scale = self._encode(x)
-        z = self._draw(loc, scale, num_samples, generator, eps)  # (S, B, L)
-        recon = self.likelihood.log_prob(x, self.decoder(z)).mean(0)
+        d = self._log_densities(x, num_samples, generator, eps)
+        recon = d.log_px_z.mean(0)
         if kl == "analytic":
-            q = Independent(Normal(loc, scale, validate_args=False), 1)
-            kl_term = kl_divergence(q, self.prior())
+            kl_term = self._analytic_kl(d.loc, d.scale)
         else:
-            kl_term = (self._log_q(z, loc, scale) - self._log_prior(z)).mean(0)
+            kl_term = (d.log_qz - d.log_pz).mean(0)
         return ELBOTerms(recon - kl_term, recon, kl_term)
 
     def _log_weights(self, x, k: int, generator=None, eps=None) -> torch.Tensor:
         """log w_i = log p(x|z_i) + log p(z_i) − log q(z_i|x), shape (k, B)."""
-        loc, scale = self._encode(x)
-        z = self._draw(loc, scale, k, generator, eps)
-        log_px_z = self.likelihood.log_prob(x, self.decoder(z))
-        return log_px_z + self._log_prior(z) - self._log_q(z, loc, scale)
+        return self._log_densities(x, k, generator, eps).log_weights
 
     def elbo(
         self,
@@ -305,14 +332,11 @@ class VAE(nn.Module):
             sums = torch.stack((t.elbo.sum(), t.recon.sum(), t.kl.sum())).detach()
             return loss, sums
         if objective == "iwae":
-            loc, scale = self._encode(x)
-            z = self._draw(loc, scale, num_samples, generator, eps)
-            log_px_z = self.likelihood.log_prob(x, self.decoder(z))
-            log_w = log_px_z + self._log_prior(z) - self._log_q(z, loc, scale)
+            d = self._log_densities(x, num_samples, generator, eps)
+            log_w = d.log_weights
             bound = _bound_from_log_weights(log_w, torch.zeros_like(log_w), estimator="iwae")
-            q = Independent(Normal(loc, scale, validate_args=False), 1)
             with torch.no_grad():
-                kl_term = kl_divergence(q, self.prior())
-                sums = torch.stack((bound.sum(), log_px_z.mean(0).sum(), kl_term.sum()))
+                kl_term = self._analytic_kl(d.loc, d.scale)
+                sums = torch.stack((bound.sum(), d.log_px_z.mean(0).sum(), kl_term.sum()))
             return -bound.mean(), sums.detach()
         raise ValueError(f"objective must be one of {list(OBJECTIVES)}; got {objective!r}")

@@ -13,9 +13,17 @@ After each epoch the validation ELBO is computed, a line is added to ``metrics.j
 the per-datum ELBO goes through :class:`~varbayes.monitor.ConvergenceMonitor`, and a
 checkpoint is written (:mod:`varbayes.vae.checkpoint`).
 
-Exact resume: the checkpoint holds the weights, Adam's state, both generators' states,
-the epoch, the position inside the epoch and that epoch's permutation, so an interrupted
-run resumed on the same device ends with the same weights as an uninterrupted one.
+The loop is cut along its seams: :meth:`Trainer._setup` (model, data, optimizer, a
+:class:`TrainState`), :meth:`Trainer._run_epoch` (the batches of one epoch),
+:meth:`Trainer._train_batch` (one Adam step), :meth:`Trainer._end_epoch` (validation,
+the epoch's record) and :meth:`Trainer._save` (a checkpoint). Everything that moves
+during a run lives in the :class:`TrainState` record.
+
+Exact resume: the checkpoint holds the weights, Adam's state and the
+:class:`TrainState` (both generators' states, the epoch, the position inside the epoch
+and that epoch's permutation), so an interrupted run resumed on the same device ends with
+the same weights as an uninterrupted one. The initial weights are drawn from ``seed``
+inside :func:`torch.random.fork_rng`, so training never changes the global torch RNG.
 
 Several processes (``torchrun --nproc_per_node=N``): each rank takes every N-th image of
 each global batch (same permutation on every rank, noise seeded ``seed + rank``),
@@ -31,7 +39,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -50,7 +58,7 @@ from varbayes.vae.config import VAEConfig
 from varbayes.vae.data import VAEData, load_vae_data
 from varbayes.vae.model import VAE
 
-__all__ = ["TrainResult", "Trainer", "TrainingDivergedError", "train"]
+__all__ = ["TrainResult", "TrainState", "Trainer", "TrainingDivergedError", "train"]
 
 METRICS = "metrics.jsonl"
 _REPEAT_S = 1.0  # a second SIGINT within this many seconds of the first is the same one
@@ -77,6 +85,124 @@ class TrainResult:
     interrupted: bool = False
 
 
+@dataclass
+class TrainState:
+    """Where a run stands: all that a resume needs besides the weights and Adam's state.
+
+    Fields
+    ------
+    epoch : epochs finished.
+    batch : batches finished in the current epoch (0 between epochs).
+    step : Adam steps taken in all (it drives the KL warm-up β_t).
+    perm : (N,) the current epoch's data order, None between epochs.
+    sums : (3,) float64 on the device, [Σ bound, Σ recon, Σ kl] over this rank's images
+        of the current epoch so far.
+    batch_losses : (n_batches,) the loss of each batch of the current epoch.
+    history : one record per finished epoch (what ``metrics.jsonl`` holds).
+    order_rng : draws the permutation of each epoch (same seed on every rank).
+    noise_rng : draws the binarization and ε of this rank (seed + 1 + rank).
+    """
+
+    epoch: int
+    batch: int
+    step: int
+    perm: torch.Tensor | None
+    sums: torch.Tensor
+    batch_losses: torch.Tensor
+    history: list[dict] = field(default_factory=list)
+    order_rng: torch.Generator | None = None
+    noise_rng: torch.Generator | None = None
+
+    @classmethod
+    def new(cls, seed: int, rank: int, n_batches: int, device: torch.device) -> TrainState:
+        """The state before the first batch of a run seeded ``seed``."""
+        return cls(
+            epoch=0,
+            batch=0,
+            step=0,
+            perm=None,
+            sums=torch.zeros(3, device=device, dtype=torch.float64),
+            batch_losses=torch.zeros(n_batches, device=device),
+            order_rng=torch.Generator(device=device).manual_seed(seed),
+            noise_rng=torch.Generator(device=device).manual_seed(seed + 1 + rank),
+        )
+
+    def start_epoch(self, n: int) -> None:
+        """Draw the epoch's permutation of the n images and clear its sums."""
+        self.perm = torch.randperm(n, generator=self.order_rng, device=self.sums.device)
+        self.sums.zero_()
+        self.batch_losses.zero_()
+
+    def end_epoch(self, record: dict) -> None:
+        """Append the finished epoch's ``record`` and move to the next epoch."""
+        self.history.append(record)
+        self.epoch += 1
+        self.batch = 0
+        self.perm = None
+
+    def to_checkpoint(self, optimizer: torch.optim.Optimizer, world: int) -> dict:
+        """The plain dict saved in ``state.pt`` (tensors, numbers, strings, lists only).
+
+        Collective under torchrun: every rank's noise state is gathered (each rank calls it).
+        """
+        noise = self.noise_rng.get_state()
+        noise_all = [noise]
+        if world > 1:
+            noise_all = [None] * world
+            dist.all_gather_object(noise_all, noise)
+        return {
+            "epoch": self.epoch,
+            "batch": self.batch,
+            "step": self.step,
+            "optimizer": optimizer.state_dict(),
+            "order_rng": self.order_rng.get_state(),
+            "noise_rng": noise_all,
+            "perm": None if self.perm is None else self.perm.cpu(),
+            "sums": self.sums.cpu(),
+            "batch_losses": self.batch_losses.cpu(),
+            "history": json.dumps(self.history),
+            "world_size": world,
+        }
+
+    def load_checkpoint(self, saved: dict, rank: int, world: int, n: int) -> None:
+        """Take over the state :meth:`to_checkpoint` wrote, checking it fits this run.
+
+        Raises ``ValueError`` when the run was saved with another process count or, mid
+        epoch, on data of another size.
+        """
+        noise_states = saved["noise_rng"]
+        if len(noise_states) != world:
+            raise ValueError(
+                f"resume: the run was saved with {len(noise_states)} process(es); got {world}"
+            )
+        dev = self.sums.device
+        self.order_rng.set_state(saved["order_rng"])
+        self.noise_rng.set_state(noise_states[rank])
+        self.epoch, self.batch, self.step = saved["epoch"], saved["batch"], saved["step"]
+        self.history = [dict(h) for h in json.loads(saved["history"])]
+        if self.batch > 0:
+            perm = saved["perm"]
+            if perm.shape[0] != n or saved["batch_losses"].shape != self.batch_losses.shape:
+                raise ValueError(
+                    f"resume: the saved epoch covers {perm.shape[0]} images; the data now has {n}"
+                )
+            self.perm = perm.to(dev)
+            self.sums = saved["sums"].to(dev)
+            self.batch_losses = saved["batch_losses"].to(dev)
+
+
+@dataclass
+class _Run:
+    """What stays fixed during a run once it is set up."""
+
+    model: VAE
+    forward: Callable  # the loss: model, or its DDP / compiled wrapper
+    optimizer: torch.optim.Optimizer
+    train_x: torch.Tensor  # (N, D) on the device
+    val_x: torch.Tensor  # (N_val, D) on the device
+    n_batches: int
+
+
 def _dist_info() -> tuple[int, int, int]:
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
@@ -101,7 +227,8 @@ class Trainer:
     log_every : batches between host reads of the metrics (bar, NaN check, Ctrl-C
         agreement across ranks).
     keep_last : checkpoints kept on disk.
-    callback : ``callback(trainer, epoch, batch)`` after every batch (0-based indices).
+    callback : ``callback(trainer, epoch, batch)`` after every batch (0-based indices);
+        ``trainer.model`` is the model being trained.
     on_epoch_end : ``on_epoch_end(trainer, model, record)`` after each epoch's metrics are
         recorded (outside the timed part of the epoch); it may add keys to ``record``.
     """
@@ -138,10 +265,17 @@ class Trainer:
         self.keep_last = keep_last
         self.callback = callback
         self.on_epoch_end = on_epoch_end
+        self.model: VAE | None = None  # set by fit
         self._data = data
         self._data_root = data_root
         self._stop = False
         self._stop_time = 0.0
+        self._last_checkpoint: Path | None = None
+
+    @property
+    def is_main(self) -> bool:
+        """Whether this process logs and saves (rank 0)."""
+        return self.rank == 0
 
     # --------------------------------------------------------------- control
     def request_stop(self) -> None:
@@ -159,13 +293,24 @@ class Trainer:
                 raise KeyboardInterrupt
             return
         self._stop, self._stop_time = True, now
-        if self.rank == 0:
+        if self.is_main:
             name = "interrupt" if signum == signal.SIGINT else signal.Signals(signum).name
             print(
                 f"\nvarbayes: {name} received; saving a checkpoint after this batch "
                 "(Ctrl-C again to abort without saving)",
                 flush=True,
             )
+
+    def _stop_agreed(self, host_read: bool) -> bool:
+        """Whether to stop after this batch. Under torchrun the ranks agree, at the batches
+        where the host reads the metrics (``host_read``), so all stop at the same batch."""
+        if self.world == 1:
+            return self._stop
+        if not host_read:
+            return False
+        flag = torch.tensor([float(self._stop)], device=self.device)
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+        return bool(flag.item())
 
     def _beta(self, step: int, n_batches: int) -> float:
         cfg = self.config
@@ -206,41 +351,43 @@ class Trainer:
             if created_group:
                 end_process_group(finished)
 
-    def _setup(self, resume: bool):
-        cfg = self.config
-        state = None
-        has_run = (self.run_dir / LATEST).is_file()
-        if resume:
-            if not has_run:
-                raise FileNotFoundError(
-                    f"resume: no checkpoint in run_dir {str(self.run_dir)!r} "
-                    f"(expected {LATEST}); start a new run without resume"
-                )
-            ckpt = load_checkpoint(self.run_dir, map_location="cpu")
-            saved = ckpt.config.replace(epochs=cfg.epochs)
-            if saved != cfg:
-                a, b = saved.to_dict(), cfg.to_dict()
-                diff = {k: (a[k], b[k]) for k in a if a[k] != b[k]}
-                raise ValueError(
-                    "resume: config differs from the saved run in "
-                    + ", ".join(f"{k} (saved {s!r}, given {g!r})" for k, (s, g) in diff.items())
-                    + "; only epochs may change on resume"
-                )
-            model, state = ckpt.model, ckpt.state
-        else:
-            if has_run:
-                raise ValueError(
-                    f"run_dir {str(self.run_dir)!r} already holds a run ({LATEST}); "
-                    "pass resume=True (--resume) to continue it or choose another directory"
-                )
-            torch.manual_seed(cfg.seed)
-            model = VAE(cfg)
-        return model.to(self.device), state
-
     def _fit(self, resume: bool) -> TrainResult:
+        """The epoch loop: run epochs until ``config.epochs`` or a stop request."""
+        cfg = self.config
+        run, state = self._setup(resume)
+        monitor = ConvergenceMonitor(tol=0.0, max_iter=cfg.epochs, name="ELBO")
+        monitor.state.history.extend(h["train_bound"] for h in state.history)
+        self._last_checkpoint = None
+        if self.is_main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+        interrupted = False
+        while state.epoch < cfg.epochs:
+            t0 = time.perf_counter()
+            start_batch = state.batch
+            stopped, seen = self._run_epoch(run, state)
+            if stopped and state.batch < run.n_batches:
+                self._check_and_show(None, state)
+                self._save(run, state, f"epoch-{state.epoch:04d}-batch-{state.batch:06d}")
+                interrupted = True
+                break
+            record = self._end_epoch(run, state, time.perf_counter() - t0, seen, start_batch)
+            monitor.update(record["train_bound"])
+            self._save(run, state, f"epoch-{state.epoch:04d}")
+            if stopped:
+                interrupted = state.epoch < cfg.epochs
+                break
+        monitor.close()
+        return TrainResult(
+            run.model, state.history, self.run_dir, self._last_checkpoint, state.epoch, interrupted
+        )
+
+    # ---------------------------------------------------------------- set-up
+    def _setup(self, resume: bool) -> tuple[_Run, TrainState]:
+        """Build (or load) the model, put the data on the device, make Adam and the state."""
         cfg = self.config
         dev = self.device
-        model, state = self._setup(resume)
+        model, saved = self._load_or_init(resume)
+        self.model = model
         data = (
             self._data
             if self._data is not None
@@ -249,207 +396,183 @@ class Trainer:
         # Sizes and values are checked once here, not per batch.
         train_x = model.flatten(data.train, "data.train").to(dev, torch.float32)
         val_x = model.flatten(data.val, "data.val").to(dev, torch.float32)
-        n = train_x.shape[0]
-        bsz = cfg.batch_size
-        if self.world > 1:
-            n_batches = n // bsz  # equal shards on every rank
-        else:
-            n_batches = math.ceil(n / bsz)
+        n, bsz = train_x.shape[0], cfg.batch_size
         if bsz > n or bsz < self.world:
             raise ValueError(
                 f"batch_size must be >= the number of processes ({self.world}) and <= the "
                 f"number of training images ({n}); got {bsz}"
             )
-
+        # Under torchrun the shards must be equal on every rank: the last partial batch goes.
+        n_batches = n // bsz if self.world > 1 else math.ceil(n / bsz)
         # The fused kernel does Adam's per-parameter arithmetic in one pass (about twice
         # as fast as the foreach path on CPU for this model size).
         opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, fused=True)
-        order_gen = torch.Generator(device=dev).manual_seed(cfg.seed)
-        noise_gen = torch.Generator(device=dev).manual_seed(cfg.seed + 1 + self.rank)
-        epoch, batch, step = 0, 0, 0
-        perm = None
-        sums = torch.zeros(3, device=dev, dtype=torch.float64)
-        batch_losses = torch.zeros(n_batches, device=dev)
-        history: list[dict] = []
-        if state is not None:
-            opt.load_state_dict(state["optimizer"])
-            order_gen.set_state(state["order_rng"])
-            noise_states = state["noise_rng"]
-            if len(noise_states) != self.world:
-                raise ValueError(
-                    f"resume: the run was saved with {len(noise_states)} process(es); "
-                    f"got {self.world}"
-                )
-            noise_gen.set_state(noise_states[self.rank])
-            epoch, batch, step = state["epoch"], state["batch"], state["step"]
-            history = [dict(h) for h in json.loads(state["history"])]
-            if batch > 0:
-                perm = state["perm"].to(dev)
-                if perm.shape[0] != n or state["batch_losses"].shape[0] != n_batches:
-                    raise ValueError(
-                        f"resume: the saved epoch covers {perm.shape[0]} images; the data "
-                        f"now has {n}"
-                    )
-                sums = state["sums"].to(dev)
-                batch_losses = state["batch_losses"].to(dev)
-        monitor = ConvergenceMonitor(tol=0.0, max_iter=cfg.epochs, name="ELBO")
-        monitor.state.history.extend(h["train_bound"] for h in history)
-
+        state = TrainState.new(cfg.seed, self.rank, n_batches, dev)
+        if saved is not None:
+            opt.load_state_dict(saved["optimizer"])
+            state.load_checkpoint(saved, self.rank, self.world, n)
         net = model
         if self.world > 1:
             net = torch.nn.parallel.DistributedDataParallel(
                 model, device_ids=[dev.index] if dev.type == "cuda" else None
             )
         forward = torch.compile(net) if self.compile else net
-        dyn = cfg.dynamic_binarization
-        kw = dict(objective=cfg.objective, num_samples=cfg.num_samples, kl=cfg.kl)
-        last_ckpt = None
-        is_main = self.rank == 0
+        return _Run(model, forward, opt, train_x, val_x, n_batches), state
 
-        def snapshot(ep, b, st, p, s, bl):
-            noise = noise_gen.get_state()
-            noise_all = [noise]
-            if self.world > 1:
-                noise_all = [None] * self.world
-                dist.all_gather_object(noise_all, noise)
-            return {
-                "epoch": ep,
-                "batch": b,
-                "step": st,
-                "optimizer": opt.state_dict(),
-                "order_rng": order_gen.get_state(),
-                "noise_rng": noise_all,
-                "perm": None if p is None else p.cpu(),
-                "sums": s.cpu(),
-                "batch_losses": bl.cpu(),
-                "history": json.dumps(history),
-                "world_size": self.world,
-            }
-
-        def save(st_dict, name):
-            nonlocal last_ckpt
-            if is_main:
-                last_ckpt = save_checkpoint(
-                    self.run_dir, name, model, st_dict, keep_last=self.keep_last
+    def _load_or_init(self, resume: bool) -> tuple[VAE, dict | None]:
+        """The saved model and state dict (``resume``), or fresh weights from ``seed``."""
+        cfg = self.config
+        has_run = (self.run_dir / LATEST).is_file()
+        if not resume:
+            if has_run:
+                raise ValueError(
+                    f"run_dir {str(self.run_dir)!r} already holds a run ({LATEST}); "
+                    "pass resume=True (--resume) to continue it or choose another directory"
                 )
-                with atomic_write(self.run_dir / METRICS) as f:
-                    f.write("".join(json.dumps(h) + "\n" for h in history).encode())
-
-        if is_main:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-        interrupted = False
-        while epoch < cfg.epochs:
-            model.train()
-            for group in opt.param_groups:
-                group["lr"] = cfg.learning_rate(epoch)
-            t0 = time.perf_counter()
-            start_batch = batch
-            if batch == 0:
-                perm = torch.randperm(n, generator=order_gen, device=dev)
-                sums.zero_()
-                batch_losses.zero_()
-            bar = tqdm(
-                total=n_batches,
-                initial=batch,
-                desc=f"epoch {epoch + 1}/{cfg.epochs}",
-                disable=not (self.progress and is_main),
-                leave=False,
-                dynamic_ncols=True,
+            # The weights come from a private copy of the RNG seeded by cfg.seed; the
+            # caller's global torch RNG is left as it was.
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(cfg.seed)
+                model = VAE(cfg)
+            return model.to(self.device), None
+        if not has_run:
+            raise FileNotFoundError(
+                f"resume: no checkpoint in run_dir {str(self.run_dir)!r} "
+                f"(expected {LATEST}); start a new run without resume"
             )
-            seen = 0
-            stop_now = False
-            try:
-                while batch < n_batches:
-                    idx = perm[batch * bsz : (batch + 1) * bsz]
-                    if self.world > 1:
-                        idx = idx[self.rank :: self.world]
-                    x = train_x[idx]
-                    if dyn:
-                        x = torch.bernoulli(x, generator=noise_gen)
-                    eps = torch.randn(
-                        (cfg.num_samples, x.shape[0], cfg.latent_dim),
-                        generator=noise_gen,
-                        device=dev,
-                    )
-                    beta = self._beta(step, n_batches)
-                    if self.compile:
-                        beta = torch.tensor(beta, device=dev)
-                    loss, s = forward(x, beta=beta, eps=eps, **kw)
-                    opt.zero_grad(set_to_none=True)
-                    loss.backward()
-                    opt.step()
-                    sums += s
-                    batch_losses[batch] = loss.detach()
-                    batch += 1
-                    step += 1
-                    seen += x.shape[0]
-                    bar.update(1)
-                    if self.callback is not None:
-                        self.callback(self, epoch, batch - 1)
-                    if batch % self.log_every == 0 or batch == n_batches:
-                        self._check_and_show(bar, sums, batch_losses, batch, epoch, n, bsz)
-                        if self.world > 1:  # all ranks agree on stopping, at the same batch
-                            flag = torch.tensor([float(self._stop)], device=dev)
-                            dist.all_reduce(flag, op=dist.ReduceOp.MAX)
-                            stop_now = bool(flag.item())
-                    if self.world == 1:
-                        stop_now = self._stop
-                    if stop_now:
-                        break
-            finally:
-                bar.close()
-            if stop_now and batch < n_batches:
-                self._check_and_show(None, sums, batch_losses, batch, epoch, n, bsz)
-                name = f"epoch-{epoch:04d}-batch-{batch:06d}"
-                save(snapshot(epoch, batch, step, perm, sums, batch_losses), name)
-                interrupted = True
-                break
-            elapsed = time.perf_counter() - t0
-            tot = sums.clone()
-            if self.world > 1:
-                dist.all_reduce(tot)
-            n_epoch = n_batches * bsz if self.world > 1 else n
-            tot = (tot / n_epoch).tolist()
-            val = _validation_elbo(model, val_x, cfg, seed=cfg.seed + 1000 + epoch)
-            record = {
-                "epoch": epoch + 1,
-                "objective": cfg.objective,
-                "train_bound": tot[0],
-                "train_recon": tot[1],
-                "train_kl": tot[2],
-                **val,
-                "beta": self._beta(step - 1, n_batches),
-                "lr": cfg.learning_rate(epoch),
-                "epoch_time_s": elapsed,
-                "samples_per_s": seen * self.world / elapsed if elapsed > 0 else None,
-                "resumed_at_batch": start_batch or None,
-            }
-            if self.on_epoch_end is not None:
-                self.on_epoch_end(self, model, record)
-            history.append(record)
-            monitor.update(record["train_bound"])
-            epoch += 1
-            batch = 0
-            perm = None
-            save(snapshot(epoch, 0, step, None, sums, batch_losses), f"epoch-{epoch:04d}")
-            if is_main and (self.verbose or self.progress):
-                v = record["val_elbo"]
-                tqdm.write(
-                    f"epoch {epoch}/{cfg.epochs}: train {cfg.objective} {tot[0]:.3f} "
-                    f"(recon {tot[1]:.3f}, KL {tot[2]:.3f}), val ELBO "
-                    + ("-" if v is None else f"{v:.3f}")
-                    + f", {seen * self.world / max(elapsed, 1e-9):.0f} samples/s"
-                )
-            if stop_now:
-                interrupted = epoch < cfg.epochs
-                break
-        monitor.close()
-        return TrainResult(model, history, self.run_dir, last_ckpt, epoch, interrupted)
+        ckpt = load_checkpoint(self.run_dir, map_location="cpu")
+        saved = ckpt.config.replace(epochs=cfg.epochs)
+        if saved != cfg:
+            a, b = saved.to_dict(), cfg.to_dict()
+            diff = {k: (a[k], b[k]) for k in a if a[k] != b[k]}
+            raise ValueError(
+                "resume: config differs from the saved run in "
+                + ", ".join(f"{k} (saved {s!r}, given {g!r})" for k, (s, g) in diff.items())
+                + "; only epochs may change on resume"
+            )
+        return ckpt.model.to(self.device), ckpt.state
 
-    def _check_and_show(self, bar, sums, batch_losses, upto, epoch, n, bsz) -> None:
+    # ----------------------------------------------------------------- epoch
+    def _run_epoch(self, run: _Run, state: TrainState) -> tuple[bool, int]:
+        """Train the remaining batches of the current epoch, or until a stop request.
+
+        Returns ``(stopped, seen)``: whether a stop request ended it, and the images this
+        rank trained on.
+        """
+        cfg = self.config
+        run.model.train()
+        for group in run.optimizer.param_groups:
+            group["lr"] = cfg.learning_rate(state.epoch)
+        if state.batch == 0:
+            state.start_epoch(run.train_x.shape[0])
+        bar = tqdm(
+            total=run.n_batches,
+            initial=state.batch,
+            desc=f"epoch {state.epoch + 1}/{cfg.epochs}",
+            disable=not (self.progress and self.is_main),
+            leave=False,
+            dynamic_ncols=True,
+        )
+        seen = 0
+        try:
+            while state.batch < run.n_batches:
+                seen += self._train_batch(run, state)
+                bar.update(1)
+                if self.callback is not None:
+                    self.callback(self, state.epoch, state.batch - 1)
+                host_read = state.batch % self.log_every == 0 or state.batch == run.n_batches
+                if host_read:
+                    self._check_and_show(bar, state)
+                if self._stop_agreed(host_read):
+                    return True, seen
+        finally:
+            bar.close()
+        return False, seen
+
+    def _train_batch(self, run: _Run, state: TrainState) -> int:
+        """One Adam step on the state's next batch; returns its number of images (this rank)."""
+        cfg = self.config
+        bsz = cfg.batch_size
+        idx = state.perm[state.batch * bsz : (state.batch + 1) * bsz]
+        if self.world > 1:
+            idx = idx[self.rank :: self.world]
+        x = run.train_x[idx]
+        if cfg.dynamic_binarization:
+            x = torch.bernoulli(x, generator=state.noise_rng)
+        eps = torch.randn(
+            (cfg.num_samples, x.shape[0], cfg.latent_dim),
+            generator=state.noise_rng,
+            device=x.device,
+        )
+        beta = self._beta(state.step, run.n_batches)
+        if self.compile:
+            beta = torch.tensor(beta, device=x.device)
+        loss, sums = run.forward(
+            x, beta=beta, eps=eps, objective=cfg.objective, num_samples=cfg.num_samples, kl=cfg.kl
+        )
+        run.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        run.optimizer.step()
+        state.sums += sums
+        state.batch_losses[state.batch] = loss.detach()
+        state.batch += 1
+        state.step += 1
+        return x.shape[0]
+
+    def _end_epoch(
+        self, run: _Run, state: TrainState, elapsed: float, seen: int, start_batch: int
+    ) -> dict:
+        """Validate, record the finished epoch in ``state`` and print its line; the record."""
+        cfg = self.config
+        tot = state.sums.clone()
+        if self.world > 1:
+            dist.all_reduce(tot)
+        n = run.train_x.shape[0]
+        n_epoch = run.n_batches * cfg.batch_size if self.world > 1 else n
+        tot = (tot / n_epoch).tolist()
+        val = _validation_elbo(run.model, run.val_x, cfg, seed=cfg.seed + 1000 + state.epoch)
+        rate = seen * self.world / elapsed if elapsed > 0 else None
+        record = {
+            "epoch": state.epoch + 1,
+            "objective": cfg.objective,
+            "train_bound": tot[0],
+            "train_recon": tot[1],
+            "train_kl": tot[2],
+            **val,
+            "beta": self._beta(state.step - 1, run.n_batches),
+            "lr": cfg.learning_rate(state.epoch),
+            "epoch_time_s": elapsed,
+            "samples_per_s": rate,
+            "resumed_at_batch": start_batch or None,
+        }
+        if self.on_epoch_end is not None:
+            self.on_epoch_end(self, run.model, record)
+        state.end_epoch(record)
+        if self.is_main and (self.verbose or self.progress):
+            v = record["val_elbo"]
+            tqdm.write(
+                f"epoch {state.epoch}/{cfg.epochs}: train {cfg.objective} {tot[0]:.3f} "
+                f"(recon {tot[1]:.3f}, KL {tot[2]:.3f}), val ELBO "
+                + ("-" if v is None else f"{v:.3f}")
+                + f", {seen * self.world / max(elapsed, 1e-9):.0f} samples/s"
+            )
+        return record
+
+    def _save(self, run: _Run, state: TrainState, name: str) -> None:
+        """Checkpoint ``name`` and metrics.jsonl (rank 0 writes; every rank takes part)."""
+        saved = state.to_checkpoint(run.optimizer, self.world)
+        if self.is_main:
+            self._last_checkpoint = save_checkpoint(
+                self.run_dir, name, run.model, saved, keep_last=self.keep_last
+            )
+            with atomic_write(self.run_dir / METRICS) as f:
+                f.write("".join(json.dumps(h) + "\n" for h in state.history).encode())
+
+    def _check_and_show(self, bar, state: TrainState) -> None:
         """One host read: raise on a non-finite batch loss, refresh the progress bar."""
-        bad = ~torch.isfinite(batch_losses[:upto])
-        values = torch.cat([sums.float(), bad.any().float()[None]]).tolist()
+        upto = state.batch
+        bad = ~torch.isfinite(state.batch_losses[:upto])
+        values = torch.cat([state.sums.float(), bad.any().float()[None]]).tolist()
         if values[3]:
             first = int(bad.nonzero()[0, 0]) + 1
             where = (
@@ -458,14 +581,15 @@ class Trainer:
                 else "no checkpoint was written"
             )
             raise TrainingDivergedError(
-                f"the loss became non-finite at epoch {epoch + 1}, batch {first}; "
+                f"the loss became non-finite at epoch {state.epoch + 1}, batch {first}; "
                 f"training stopped ({where}). Lower the learning rate (lr="
                 f"{self.config.lr:g}) or check the data.",
-                epoch + 1,
+                state.epoch + 1,
                 first,
             )
         if bar is not None and not bar.disable:
-            count = max(1, min(upto * bsz, n)) / self.world
+            n = state.perm.shape[0]
+            count = max(1, min(upto * self.config.batch_size, n)) / self.world
             bar.set_postfix(
                 elbo=f"{values[0] / count:.2f}",
                 recon=f"{values[1] / count:.2f}",
