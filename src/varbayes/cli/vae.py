@@ -154,6 +154,24 @@ def register(sub) -> None:
     p.add_argument("--data-root", type=Path, default=None, help="data directory")
     p.set_defaults(func=_plot)
 
+    x = cmds.add_parser(
+        "explore",
+        help="write explore.html: move through the latent space in a browser (offline)",
+        description=(
+            "Write one self-contained HTML page (works offline, from file://) holding the "
+            "decoder's weights and the test set's latent means: moving the pointer over the "
+            "latent plane decodes z live in the page; clicking two test digits shows the "
+            "decoded line between their codes; L > 2 gets the plane of the first two "
+            "principal axes and a slider per dimension. One-layer MLP decoders with a "
+            "Bernoulli or Gaussian likelihood."
+        ),
+    )
+    x.add_argument("checkpoint", type=Path, help="run directory or checkpoint directory")
+    x.add_argument("--out", type=Path, default=None, help="default: RUN/explore.html")
+    x.add_argument("--test-size", type=int, default=1000, help="test images on the plane")
+    x.add_argument("--data-root", type=Path, default=None, help="data directory")
+    x.set_defaults(func=_explore)
+
 
 def _config_from_args(args) -> dict:
     given = {f: getattr(args, f) for _, f, *_ in _CONFIG_OPTIONS if getattr(args, f) is not None}
@@ -279,4 +297,14 @@ def _plot(args) -> int:
         written.append(vplot.plot_training_curves(history, out / "curves.png"))
     for w in written:
         print(f"figure: {w}")
+    return 0
+
+
+def _explore(args) -> int:
+    from varbayes.vae.explore import write_explore
+
+    path = write_explore(
+        args.checkpoint, args.out, test_size=args.test_size, data_root=args.data_root
+    )
+    print(f"page: {path} (open it in a browser; it needs no network)")
     return 0
