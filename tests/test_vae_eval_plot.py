@@ -125,3 +125,22 @@ def test_figure_errors_name_the_argument(tmp_path):
     with pytest.raises(ValueError, match="history must hold at least one epoch"):
         plot_training_curves([], tmp_path / "c.png")
     assert plot_latent_scatter(m, torch.rand(5, 4, 4), tmp_path / "l.png")
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [dict(prior="vampprior", num_pseudo_inputs=3), dict(stochastic_layers=2, top_latent_dim=2)],
+    ids=["vampprior", "two-layers"],
+)
+def test_evaluate_models_without_a_closed_form_kl(extra):
+    """VampPrior and two-layer models: ELBO with the Monte Carlo KL, no per-dimension KL,
+    NLL ≤ ELBO-based −log p bound on average, and a table that prints."""
+    torch.manual_seed(0)
+    cfg = VAEConfig(image_shape=(4, 4), hidden=(8,), latent_dim=3, kl="mc", **extra)
+    m = VAE(cfg).double()
+    x = (torch.rand(40, 16, generator=torch.Generator().manual_seed(1)) > 0.5).double()
+    res = evaluate(m, x, k=200, batch_size=16)
+    assert res["kl_per_dim"] is None and len(res["au_variance"]) == 3
+    assert res["nll"] < -res["elbo"]  # IWAE_200 is a tighter bound than one ELBO draw
+    table = format_table(res)
+    assert "NLL, IWAE k=200" in table and "KL per latent dim" not in table

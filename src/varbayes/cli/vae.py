@@ -15,6 +15,7 @@ from varbayes.vae.config import (
     KL_ESTIMATORS,
     LIKELIHOODS,
     OBJECTIVES,
+    PRIORS,
     VAEConfig,
 )
 
@@ -40,7 +41,25 @@ _CONFIG_OPTIONS = [
     ("--likelihood", "likelihood", str, LIKELIHOODS, "decoder distribution p(x|z)"),
     ("--gaussian-std", "gaussian_std", float, None, "std of the Gaussian likelihood"),
     ("--objective", "objective", str, OBJECTIVES, "training objective"),
-    ("--kl", "kl", str, KL_ESTIMATORS, "KL term: closed form or Monte Carlo"),
+    (
+        "--kl",
+        "kl",
+        str,
+        KL_ESTIMATORS,
+        "KL term: closed form or Monte Carlo (mc is "
+        "chosen when --prior vampprior or --stochastic-layers 2 is given without --kl)",
+    ),
+    ("--prior", "prior", str, PRIORS, "p(z): N(0, I) or the VampPrior (Tomczak & Welling)"),
+    ("--pseudo-inputs", "num_pseudo_inputs", int, None, "K, pseudo-inputs of the VampPrior"),
+    (
+        "--stochastic-layers",
+        "stochastic_layers",
+        int,
+        (1, 2),
+        "stochastic layers; 2: x -> --hidden -> z1 -> --top-hidden -> z2 (Burda et al. 2015)",
+    ),
+    ("--top-hidden", "top_hidden", _ints, None, "hidden widths between z1 and z2"),
+    ("--top-latent-dim", "top_latent_dim", int, None, "size of z2 (two stochastic layers)"),
     ("--k", "num_samples", int, None, "samples of z per image (the k of IWAE)"),
     ("--beta", "beta", float, None, "weight of the KL term"),
     ("--warmup-epochs", "warmup_epochs", float, None, "KL warm-up length (0: none)"),
@@ -177,6 +196,9 @@ def _config_from_args(args) -> dict:
     given = {f: getattr(args, f) for _, f, *_ in _CONFIG_OPTIONS if getattr(args, f) is not None}
     if args.learn_std:
         given["learn_std"] = True
+    two_layers = given.get("stochastic_layers", 1) == 2
+    if "kl" not in given and (given.get("prior", "standard") != "standard" or two_layers):
+        given["kl"] = "mc"  # the only KL these priors have
     return given
 
 

@@ -25,6 +25,7 @@ __all__ = [
     "KL_ESTIMATORS",
     "LIKELIHOODS",
     "OBJECTIVES",
+    "PRIORS",
     "VAEConfig",
 ]
 
@@ -33,6 +34,7 @@ ACTIVATIONS = ("relu", "elu", "tanh", "softplus", "leaky_relu", "gelu")
 LIKELIHOODS = ("bernoulli", "gaussian", "continuous-bernoulli")
 OBJECTIVES = ("elbo", "iwae")
 KL_ESTIMATORS = ("analytic", "mc")
+PRIORS = ("standard", "vampprior")
 DATASETS = ("mnist", "binarized-mnist", "digits")
 DATASET_DEFAULTS: dict[str, dict] = {
     "digits": {"image_shape": (8, 8), "val_size": 150, "epochs": 100},
@@ -72,8 +74,15 @@ class VAEConfig:
     objective : ``"elbo"``: ELBO = E_q[log p(x|z)] − β·KL(q(z|x) || p(z)) with
         ``num_samples`` draws of z; ``"iwae"``: log (1/k) Σ_i p(x, z_i)/q(z_i|x) with
         k = ``num_samples`` (Burda et al. 2015).
-    kl : ``"analytic"`` (closed form, ``torch.distributions.kl_divergence``) or
-        ``"mc"`` (log q(z|x) − log p(z) at the drawn z).
+    kl : ``"analytic"`` (closed form, ``torch.distributions.kl_divergence``; standard
+        prior, one stochastic layer) or ``"mc"`` (log q(z|x) − log p(z) at the drawn z).
+    prior : ``"standard"`` (p(z) = N(0, I)) or ``"vampprior"`` (Tomczak & Welling 2018:
+        p(z) = (1/K) Σ_k q(z|u_k) with K = ``num_pseudo_inputs`` learned pseudo-inputs;
+        needs ``kl="mc"``).
+    stochastic_layers : 1, or 2 (Burda et al. 2015): x → ``hidden`` → z₁ (``latent_dim``)
+        → ``top_hidden`` → z₂ (``top_latent_dim``), p(z₂) = N(0, I), Gaussian p(z₁|z₂)
+        through the mirrored ``top_hidden``, p(x|z₁) through the mirrored ``hidden``;
+        needs ``kl="mc"`` and the standard prior (on z₂).
     beta : weight β ≥ 0 of the KL term (β = 1: the ELBO).
     warmup_epochs : KL warm-up: β_t rises linearly from 0 to ``beta`` over this many
         epochs (0: no warm-up). ELBO objective only.
@@ -104,6 +113,11 @@ class VAEConfig:
     image_shape: tuple[int, int] = (28, 28)
     objective: str = "elbo"
     kl: str = "analytic"
+    prior: str = "standard"
+    num_pseudo_inputs: int = 500
+    stochastic_layers: int = 1
+    top_hidden: tuple[int, ...] = (50, 50)
+    top_latent_dim: int = 50
     num_samples: int = 1
     beta: float = 1.0
     warmup_epochs: float = 0.0
@@ -119,6 +133,8 @@ class VAEConfig:
 
     def __post_init__(self):
         self.hidden = tuple(self.hidden) if isinstance(self.hidden, (list, tuple)) else self.hidden
+        if isinstance(self.top_hidden, list):
+            self.top_hidden = tuple(self.top_hidden)
         if isinstance(self.conv_channels, list):
             self.conv_channels = tuple(self.conv_channels)
         if isinstance(self.image_shape, list):
@@ -155,6 +171,24 @@ class VAEConfig:
         _choice("objective", self.objective, OBJECTIVES)
         _choice("kl", self.kl, KL_ESTIMATORS)
         _int_at_least("num_samples", self.num_samples, 1)
+        _choice("prior", self.prior, PRIORS)
+        _int_at_least("num_pseudo_inputs", self.num_pseudo_inputs, 1)
+        if not _is_int(self.stochastic_layers):
+            raise TypeError(f"stochastic_layers must be 1 or 2; got {self.stochastic_layers!r}")
+        _choice("stochastic_layers", self.stochastic_layers, (1, 2))
+        _int_tuple("top_hidden", self.top_hidden, allow_empty=True)
+        _int_at_least("top_latent_dim", self.top_latent_dim, 1)
+        if self.stochastic_layers == 2 and self.prior != "standard":
+            raise ValueError(
+                "stochastic_layers=2 puts N(0, I) on the top layer z2: it needs "
+                f"prior='standard'; got prior={self.prior!r}"
+            )
+        if self.kl == "analytic" and not self.analytic_kl:
+            raise ValueError(
+                "kl='analytic' needs the standard normal prior and one stochastic layer; got "
+                f"prior={self.prior!r}, stochastic_layers={self.stochastic_layers} "
+                "(use kl='mc')"
+            )
         if not (_is_number(self.beta) and self.beta >= 0):
             raise ValueError(f"beta must be a finite number >= 0; got {self.beta!r}")
         if not (_is_number(self.warmup_epochs) and self.warmup_epochs >= 0):
@@ -198,6 +232,11 @@ class VAEConfig:
     def data_dim(self) -> int:
         """D = H·W, the number of pixels of one image."""
         return self.image_shape[0] * self.image_shape[1]
+
+    @property
+    def analytic_kl(self) -> bool:
+        """Whether KL(q(z|x) || p(z)) has a closed form (standard prior, one layer)."""
+        return self.prior == "standard" and self.stochastic_layers == 1
 
     @property
     def dynamic_binarization(self) -> bool:

@@ -2,11 +2,14 @@
 
 For test images x_1..x_T (T, D):
 
-* test ELBO: mean_t [E_q[log p(x_t|z)] − KL(q(z|x_t) || p(z))] (analytic KL, one draw);
+* test ELBO: mean_t [E_q[log p(x_t|z)] − KL(q(z|x_t) || p(z))] (one draw; the analytic KL
+  for the standard prior, the Monte Carlo KL for the VampPrior and two stochastic layers);
 * test NLL: −mean_t IWAE_k(x_t), the importance-weighted estimate of −log p(x) with
   k = 5000 samples by default (Burda et al. 2015), chunked so memory stays bounded;
-* KL per latent dimension: mean_t KL(q(z_j|x_t) || N(0, 1)), j = 1..L;
-* active units: the number of j with Cov_x(E_q[z_j|x]) = Var_t(μφ,j(x_t)) > 0.01
+* KL per latent dimension: mean_t KL(q(z_j|x_t) || N(0, 1)), j = 1..L (standard prior
+  only: other priors do not factor over the dimensions, and it is None);
+* active units: the number of j with Cov_x(E_q[z_j|x]) = Var_t(μφ,j(x_t)) > 0.01 (of z₁,
+  the layer next to x, in a two-layer model)
   (Burda et al. 2015, section 5.2);
 * reconstruction: −mean_t E_q[log p(x_t|z)] (nats) and the mean squared error per pixel
   between x_t and E[x | z = μφ(x_t)].
@@ -45,7 +48,8 @@ def evaluate(
     ``n``, ``elbo``, ``recon``, ``kl``, ``nll`` (None when k = 0) and ``nll_se`` (its
     standard error over the images, sd / √n: the spread of the test set, not of the
     importance sampling), ``k``,
-    ``kl_per_dim`` (list of L floats), ``active_units``, ``au_variance`` (list), ``mse``.
+    ``kl_per_dim`` (list of L floats, or None for a prior without a closed-form KL),
+    ``active_units``, ``au_variance`` (list), ``mse``.
     """
     k = check_int(k, "k", minimum=0)
     batch_size = check_int(batch_size, "batch_size", minimum=1)
@@ -54,6 +58,7 @@ def evaluate(
     x = model.flatten(x, "x")
     g = torch.Generator(device=x.device).manual_seed(seed)
     L = model.latent_dim
+    kl = "analytic" if model.analytic_kl else "mc"
     # Σ elbo, Σ recon, Σ log p(x), Σ squared error, Σ log p(x)²
     tot = torch.zeros(5, dtype=torch.float64, device=x.device)
     kl_dims = torch.zeros(L, dtype=torch.float64, device=x.device)
@@ -65,7 +70,7 @@ def evaluate(
 
         it = tqdm(chunks, desc=f"eval (k={k})", leave=False)
     for xb in it:
-        t = model._terms(xb, num_samples=1, kl="analytic", generator=g)
+        t = model._terms(xb, num_samples=1, kl=kl, generator=g)
         loc, scale = model._encode(xb)
         q = Normal(loc, scale)
         kl_dims += (
@@ -100,7 +105,7 @@ def evaluate(
         "nll": -tot[2] if k else None,
         "nll_se": se,
         "k": k,
-        "kl_per_dim": (kl_dims / n).tolist(),
+        "kl_per_dim": (kl_dims / n).tolist() if model.analytic_kl else None,
         "active_units": int((var > ACTIVE_UNIT_THRESHOLD).sum()),
         "au_variance": var.tolist(),
         "mse": tot[3] / model.data_dim,
@@ -121,12 +126,14 @@ def format_table(metrics: dict) -> str:
         ("mean squared error / pixel", f"{metrics['mse']:.5f}"),
         (
             f"active units (Cov > {ACTIVE_UNIT_THRESHOLD:g})",
-            f"{metrics['active_units']} / {len(metrics['kl_per_dim'])}",
+            f"{metrics['active_units']} / {len(metrics['au_variance'])}",
         ),
     ]
     w = max(len(a) for a, _ in rows)
     lines = [f"{a:<{w}}  {b}" for a, b in rows]
     kls = metrics["kl_per_dim"]
+    if kls is None:
+        return "\n".join(lines)
     shown = ", ".join(f"{v:.2f}" for v in kls[:50]) + (" ..." if len(kls) > 50 else "")
     lines.append(f"{'KL per latent dim':<{w}}  {shown}")
     if not all(math.isfinite(v) for v in kls):

@@ -1,19 +1,27 @@
 """The variational autoencoder: amortized stochastic VI with the reparameterization trick.
 
-Generative model:  z ~ p(z) = N(0, I_L),   x | z ~ p_θ(x|z) (decoder + likelihood).
+Generative model:  z ~ p(z),   x | z ~ p_θ(x|z) (decoder + likelihood), with p(z) = N(0, I_L),
+the VampPrior, or a second stochastic layer z₂ (:mod:`varbayes.vae.priors`).
 Inference model:   q_φ(z|x) = N(μφ(x), diag σφ²(x))  (encoder).
 Reparameterization: z = μφ(x) + σφ(x) ⊙ ε,  ε ~ N(0, I), so the Monte Carlo estimate of
 
     ELBO(x) = E_q[log p_θ(x|z)] − KL(q_φ(z|x) || p(z))  ≤  log p_θ(x)
 
 is differentiable in φ and θ, and both are trained together by SGD. The KL between two
-Gaussians is available in closed form (``torch.distributions.kl_divergence``), or
-estimated by log q(z|x) − log p(z) at the drawn z. The importance-weighted bound
+Gaussians is available in closed form (``torch.distributions.kl_divergence``; standard
+prior only), or estimated by log q(z|x) − log p(z) at the drawn z. The importance-weighted bound
 
     IWAE_k(x) = E[log (1/k) Σ_i p_θ(x, z_i)/q_φ(z_i|x)],  z_i ~ q(z|x),
 
 satisfies ELBO = IWAE_1 ≤ IWAE_k ≤ IWAE_{k+1} ≤ log p(x) and tends to log p(x) as k grows
 (Burda et al. 2015); at k = 5000 it is the standard estimate of the test log-likelihood.
+
+Both bounds are handed to :func:`varbayes.vi.elbo.objective`, the one function that turns
+log p and log q of the draws into the objective: the ELBO with the analytic KL as its
+``"analytic"`` estimator, with the Monte Carlo KL as ``"pathwise"`` (β weighting log p(z)
+and log q(z|x)), IWAE as ``"iwae"``. The per-datum terms (:class:`ELBOTerms`) are kept
+beside it for the metrics. All k samples go through the decoder as one (k, B, L) batch;
+:meth:`VAE.log_likelihood` cuts k into chunks so memory stays bounded.
 
 Images enter as tensors of shape (B, H, W), (B, 1, H, W) or (B, H·W), floating point.
 """
@@ -25,17 +33,19 @@ from typing import NamedTuple
 
 import torch
 from torch import nn
-from torch.distributions import Distribution, Independent, Normal, kl_divergence
+from torch.distributions import Distribution, Independent, Normal
 
 from varbayes._validation import check_int
 from varbayes.vae.config import KL_ESTIMATORS, OBJECTIVES, VAEConfig
 from varbayes.vae.likelihoods import Likelihood, likelihood_from_config
 from varbayes.vae.networks import build_networks
-from varbayes.vi.elbo import objective as _bound_from_log_weights
+from varbayes.vae.priors import Prior, prior_from_config
+from varbayes.vi.elbo import objective as _vi_objective
 
 __all__ = ["ELBOTerms", "VAE"]
 
 _LOG_2PI = math.log(2 * math.pi)
+_MAX_ROWS = 16384
 
 
 class ELBOTerms(NamedTuple):
@@ -51,7 +61,11 @@ class ELBOTerms(NamedTuple):
 
 
 class _SampleLogDensities(NamedTuple):
-    """log p(x|z_i), log p(z_i), log q(z_i|x) of k draws z_i ~ q(z|x), each (k, B)."""
+    """log p(x|z_i), log p(z_i), log q(z_i|x) of k draws z_i ~ q(z|x), each (k, B).
+
+    With a prior that needs noise of its own (a second layer), log p(z_i) is its
+    one-sample estimate (:mod:`varbayes.vae.priors`).
+    """
 
     log_px_z: torch.Tensor
     log_pz: torch.Tensor
@@ -66,15 +80,17 @@ class _SampleLogDensities(NamedTuple):
 
 
 class VAE(nn.Module):
-    """A VAE with encoder q_φ(z|x) = N(μφ(x), diag σφ²(x)), prior N(0, I), decoder p_θ(x|z).
+    """A VAE with encoder q_φ(z|x) = N(μφ(x), diag σφ²(x)), prior p(z), decoder p_θ(x|z).
 
     Parameters
     ----------
     config : VAEConfig
-        Sizes, architecture and likelihood (see :class:`~varbayes.vae.config.VAEConfig`).
-    encoder, decoder, likelihood : optional
-        Replace the networks or the likelihood built from ``config`` (the encoder maps
-        (B, D) to ``(loc, log_var)``, each (B, L); the decoder maps (..., L) to (..., D)).
+        Sizes, architecture, prior and likelihood (see
+        :class:`~varbayes.vae.config.VAEConfig`).
+    encoder, decoder, likelihood, latent_prior : optional
+        Replace the networks, the likelihood or the prior built from ``config`` (the
+        encoder maps (B, D) to ``(loc, log_var)``, each (B, L); the decoder maps (..., L)
+        to (..., D); the prior is a :class:`~varbayes.vae.priors.Prior`).
     """
 
     def __init__(
@@ -84,6 +100,7 @@ class VAE(nn.Module):
         encoder: nn.Module | None = None,
         decoder: nn.Module | None = None,
         likelihood: Likelihood | None = None,
+        latent_prior: Prior | None = None,
     ):
         super().__init__()
         config = VAEConfig() if config is None else config
@@ -96,12 +113,23 @@ class VAE(nn.Module):
         self.encoder = encoder if encoder is not None else enc
         self.decoder = decoder if decoder is not None else dec
         self.likelihood = likelihood if likelihood is not None else likelihood_from_config(config)
+        self.latent_prior = latent_prior if latent_prior is not None else prior_from_config(config)
 
     # ---------------------------------------------------------------- shapes
     @property
     def latent_dim(self) -> int:
         """L, the size of z."""
         return self.config.latent_dim
+
+    @property
+    def noise_dim(self) -> int:
+        """Standard-normal values per sample of z: L, plus the prior's own (second layer)."""
+        return self.latent_dim + self.latent_prior.noise_dim
+
+    @property
+    def analytic_kl(self) -> bool:
+        """Whether KL(q(z|x) || p(z)) has a closed form (the standard normal prior)."""
+        return self.latent_prior.analytic_kl
 
     @property
     def data_dim(self) -> int:
@@ -150,7 +178,15 @@ class VAE(nn.Module):
 
     # ---------------------------------------------------------------- pieces
     def prior(self) -> Distribution:
-        """p(z) = N(0, I_L) as an ``Independent(Normal)`` with event shape (L,)."""
+        """p(z) = N(0, I_L) as an ``Independent(Normal)`` with event shape (L,).
+
+        Only for the standard prior; other priors are scored by ``latent_prior``.
+        """
+        if not self.analytic_kl:
+            raise ValueError(
+                f"prior() is N(0, I) only for the standard prior; this model's prior is "
+                f"{type(self.latent_prior).__name__} (use model.latent_prior)"
+            )
         p = self._param()
         zeros = torch.zeros(self.latent_dim, dtype=p.dtype, device=p.device)
         return Independent(Normal(zeros, torch.ones_like(zeros), validate_args=False), 1)
@@ -183,29 +219,34 @@ class VAE(nn.Module):
     def sample(
         self, n: int, *, generator: torch.Generator | None = None, mean: bool = True
     ) -> torch.Tensor:
-        """n images from the model: z ~ N(0, I), then E[x|z] (``mean=True``) or x ~ p(x|z).
+        """n images from the model: z ~ p(z), then E[x|z] (``mean=True``) or x ~ p(x|z).
 
         Returns shape (n, H, W).
         """
         n = check_int(n, "n", minimum=1)
         p = self._param()
-        z = torch.randn(n, self.latent_dim, generator=generator, dtype=p.dtype, device=p.device)
+        like = torch.empty(self.latent_dim, dtype=p.dtype, device=p.device)
+        z = self.latent_prior.sample(n, like, self.encoder, generator)
         out = self.decoder(z)
         if mean:
             return self._images(self.likelihood.mean(out))
         return self._images(self.likelihood.distribution(out).sample())
 
     # ------------------------------------------------------------ objectives
+    def _noise(self, k: int, b: int, generator, like: torch.Tensor) -> torch.Tensor:
+        """ε ~ N(0, I) of shape (k, b, noise_dim) from ``generator``."""
+        shape = (k, b, self.noise_dim)
+        return torch.randn(shape, generator=generator, dtype=like.dtype, device=like.device)
+
     def _draw(self, loc, scale, k: int, generator, eps=None) -> torch.Tensor:
         """z = μ + σ ⊙ ε with ε ~ N(0, I) of shape (k, B, L) (from ``generator``)."""
         if eps is None:
-            eps = torch.randn(
-                (k, *loc.shape), generator=generator, dtype=loc.dtype, device=loc.device
-            )
-        return loc + scale * eps
+            eps = self._noise(k, loc.shape[0], generator, loc)
+        return loc + scale * eps[..., : self.latent_dim]
 
-    def _log_prior(self, z: torch.Tensor) -> torch.Tensor:
-        return -0.5 * (z * z).sum(-1) - 0.5 * z.shape[-1] * _LOG_2PI
+    def _log_prior(self, z: torch.Tensor, eps: torch.Tensor | None = None) -> torch.Tensor:
+        """log p(z) (shape z.shape[:-1]); ``eps`` (..., prior noise) feeds a second layer."""
+        return self.latent_prior.log_prob(z, eps, self.encoder)
 
     @staticmethod
     def _log_q(z, loc, scale) -> torch.Tensor:
@@ -213,30 +254,41 @@ class VAE(nn.Module):
         return -0.5 * (r * r).sum(-1) - scale.log().sum(-1) - 0.5 * z.shape[-1] * _LOG_2PI
 
     def _log_densities(self, x, k: int, generator=None, eps=None) -> _SampleLogDensities:
-        """Draw z_1..z_k ~ q(z|x) for flattened x (B, D) and score each: (k, B) tensors."""
+        """Draw z_1..z_k ~ q(z|x) for flattened x (B, D) and score each: (k, B) tensors.
+
+        ``eps`` (k, B, noise_dim) replaces the drawn noise. The k draws go through the
+        decoder as one batch of k·B rows.
+        """
         loc, scale = self._encode(x)
-        z = self._draw(loc, scale, k, generator, eps)  # (k, B, L)
+        if eps is None:
+            eps = self._noise(k, x.shape[0], generator, loc)
+        e, e_prior = eps[..., : self.latent_dim], eps[..., self.latent_dim :]
+        z = loc + scale * e  # (k, B, L)
+        # log q(z|x) at z = μ + σ ⊙ ε is −½ Σ ε² − Σ log σ − (L/2) log 2π (same value and
+        # total gradient as scoring z, without the division).
+        log_qz = -0.5 * (e * e).sum(-1) - scale.log().sum(-1) - 0.5 * e.shape[-1] * _LOG_2PI
         return _SampleLogDensities(
             log_px_z=self.likelihood.log_prob(x, self.decoder(z)),
-            log_pz=self._log_prior(z),
-            log_qz=self._log_q(z, loc, scale),
+            log_pz=self._log_prior(z, e_prior if e_prior.shape[-1] else None),
+            log_qz=log_qz,
             loc=loc,
             scale=scale,
         )
 
-    def _analytic_kl(self, loc, scale) -> torch.Tensor:
-        """KL(N(loc, diag scale²) || p(z)) in closed form, shape (B,)."""
-        q = Independent(Normal(loc, scale, validate_args=False), 1)
-        return kl_divergence(q, self.prior())
+    def _kl_terms(self, d: _SampleLogDensities, kl: str) -> torch.Tensor:
+        """KL(q(z|x) || p(z)) per datum (B,): closed form, or the mean of log q − log p."""
+        if kl == "analytic":
+            return self.latent_prior.kl(d.loc, d.scale)
+        return (d.log_qz - d.log_pz).mean(0)
 
     def _terms(self, x, *, num_samples: int, kl: str, generator=None, eps=None) -> ELBOTerms:
         """ELBO terms of flattened, checked x (B, D) from ``num_samples`` draws of z."""
         d = self._log_densities(x, num_samples, generator, eps)
+        return self._elbo_terms(d, kl)
+
+    def _elbo_terms(self, d: _SampleLogDensities, kl: str) -> ELBOTerms:
         recon = d.log_px_z.mean(0)
-        if kl == "analytic":
-            kl_term = self._analytic_kl(d.loc, d.scale)
-        else:
-            kl_term = (d.log_qz - d.log_pz).mean(0)
+        kl_term = self._kl_terms(d, kl)
         return ELBOTerms(recon - kl_term, recon, kl_term)
 
     def _log_weights(self, x, k: int, generator=None, eps=None) -> torch.Tensor:
@@ -258,9 +310,17 @@ class VAE(nn.Module):
         :class:`ELBOTerms` of shape (B,) each.
         """
         num_samples = check_int(num_samples, "num_samples", minimum=1)
+        self._check_kl(kl)
+        return self._terms(self.flatten(x), num_samples=num_samples, kl=kl, generator=generator)
+
+    def _check_kl(self, kl: str) -> None:
         if kl not in KL_ESTIMATORS:
             raise ValueError(f"kl must be one of {list(KL_ESTIMATORS)}; got {kl!r}")
-        return self._terms(self.flatten(x), num_samples=num_samples, kl=kl, generator=generator)
+        if kl == "analytic" and not self.analytic_kl:
+            raise ValueError(
+                "kl='analytic' needs the standard normal prior; this model's prior is "
+                f"{type(self.latent_prior).__name__} (use kl='mc')"
+            )
 
     def iwae_bound(
         self, x: torch.Tensor, k: int, *, generator: torch.Generator | None = None
@@ -272,7 +332,7 @@ class VAE(nn.Module):
         """
         k = check_int(k, "k", minimum=1)
         log_w = self._log_weights(self.flatten(x), k, generator)
-        return _bound_from_log_weights(log_w, torch.zeros_like(log_w), estimator="iwae")
+        return _vi_objective(log_w, torch.zeros_like(log_w), estimator="iwae")
 
     @torch.no_grad()
     def log_likelihood(
@@ -280,27 +340,34 @@ class VAE(nn.Module):
         x: torch.Tensor,
         k: int = 5000,
         *,
-        max_rows: int = 16384,
+        max_rows: int = _MAX_ROWS,
         generator: torch.Generator | None = None,
+        eps: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Estimate log p(x) by IWAE_k, shape (B,); memory bounded by chunking the k samples.
 
-        The decoder sees at most ``max(max_rows, B)`` rows (samples × images) at once; the
-        log weights of all chunks, (k, B), are combined by one log-sum-exp. With k = 1 this
-        is a one-sample ELBO estimate (Monte Carlo KL).
+        The decoder sees at most ``max(max_rows, B)`` rows (samples × images) at once;
+        each chunk's log weights are folded into a running log-sum-exp, so memory does not
+        grow with k. ``eps`` (k, B, noise_dim) replaces the drawn noise (the result then
+        does not depend on ``max_rows``). With k = 1 this is a one-sample ELBO estimate
+        (Monte Carlo KL).
         """
         k = check_int(k, "k", minimum=1)
         max_rows = check_int(max_rows, "max_rows", minimum=1)
         x = self.flatten(x)
+        if eps is not None and tuple(eps.shape) != (k, x.shape[0], self.noise_dim):
+            raise ValueError(
+                f"eps must have shape (k, B, noise_dim) = {(k, x.shape[0], self.noise_dim)}; "
+                f"got {tuple(eps.shape)}"
+            )
         chunk = max(1, max_rows // max(1, x.shape[0]))
-        parts = []
-        done = 0
-        while done < k:
-            c = min(chunk, k - done)
-            parts.append(self._log_weights(x, c, generator))
-            done += c
-        log_w = torch.cat(parts, 0)
-        return torch.logsumexp(log_w, 0) - math.log(k)
+        total = None
+        for start in range(0, k, chunk):
+            c = min(chunk, k - start)
+            e = None if eps is None else eps[start : start + c].to(x.dtype)
+            lse = torch.logsumexp(self._log_weights(x, c, generator, e), 0)
+            total = lse if total is None else torch.logaddexp(total, lse)
+        return total - math.log(k)
 
     def forward(self, x: torch.Tensor, **kwargs) -> tuple[torch.Tensor, torch.Tensor]:
         """Same as :meth:`objective` (so that DDP and ``torch.compile`` wrap the loss)."""
@@ -321,22 +388,28 @@ class VAE(nn.Module):
 
         ``objective="elbo"``: loss = −mean_b [recon_b − β·kl_b]; ``"iwae"``: loss =
         −mean_b IWAE_k(x_b) with k = ``num_samples``. ``x`` is not checked here (the
-        trainer checks the data once). ``eps`` (S, B, L) replaces the drawn noise.
+        trainer checks the data once). ``eps`` (S, B, noise_dim) replaces the drawn noise.
 
         Returns ``(loss, sums)``: a scalar, and a (3,) tensor [Σ_b bound_b, Σ_b recon_b,
         Σ_b kl_b] (bound = the ELBO, or the IWAE bound) kept on the device.
         """
+        if objective not in OBJECTIVES:
+            raise ValueError(f"objective must be one of {list(OBJECTIVES)}; got {objective!r}")
+        d = self._log_densities(x, num_samples, generator, eps)
         if objective == "elbo":
-            t = self._terms(x, num_samples=num_samples, kl=kl, generator=generator, eps=eps)
-            loss = -(t.recon - beta * t.kl).mean()
+            t = self._elbo_terms(d, kl)
+            if kl == "analytic":
+                bound = _vi_objective(
+                    d.log_px_z, torch.zeros_like(d.log_px_z), estimator="analytic",
+                    kl=(beta * t.kl).mean(),
+                )  # fmt: skip
+            else:  # β weighs the KL: log p = log p(x|z) + β log p(z), log q = β log q(z|x)
+                bound = _vi_objective(d.log_px_z + beta * d.log_pz, beta * d.log_qz)
             sums = torch.stack((t.elbo.sum(), t.recon.sum(), t.kl.sum())).detach()
-            return loss, sums
-        if objective == "iwae":
-            d = self._log_densities(x, num_samples, generator, eps)
-            log_w = d.log_weights
-            bound = _bound_from_log_weights(log_w, torch.zeros_like(log_w), estimator="iwae")
-            with torch.no_grad():
-                kl_term = self._analytic_kl(d.loc, d.scale)
-                sums = torch.stack((bound.sum(), d.log_px_z.mean(0).sum(), kl_term.sum()))
-            return -bound.mean(), sums.detach()
-        raise ValueError(f"objective must be one of {list(OBJECTIVES)}; got {objective!r}")
+            return -bound, sums
+        log_w = d.log_weights
+        bound = _vi_objective(log_w, torch.zeros_like(log_w), estimator="iwae")  # (B,)
+        with torch.no_grad():
+            kl_term = self._kl_terms(d, "analytic" if self.analytic_kl else "mc")
+            sums = torch.stack((bound.sum(), d.log_px_z.mean(0).sum(), kl_term.sum()))
+        return -bound.mean(), sums.detach()

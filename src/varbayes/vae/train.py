@@ -500,7 +500,7 @@ class Trainer:
         if cfg.dynamic_binarization:
             x = torch.bernoulli(x, generator=state.noise_rng)
         eps = torch.randn(
-            (cfg.num_samples, x.shape[0], cfg.latent_dim),
+            (cfg.num_samples, x.shape[0], run.model.noise_dim),
             generator=state.noise_rng,
             device=x.device,
         )
@@ -600,14 +600,16 @@ class Trainer:
 
 @torch.no_grad()
 def _validation_elbo(model: VAE, x: torch.Tensor, cfg: VAEConfig, seed: int) -> dict:
-    """Mean ELBO terms of the validation images (analytic KL, one draw of z from ``seed``)."""
+    """Mean ELBO terms of the validation images (one draw of z from ``seed``; the analytic
+    KL where the prior has one, else the Monte Carlo KL)."""
     if x.shape[0] == 0:
         return {"val_elbo": None, "val_recon": None, "val_kl": None}
     model.eval()
     g = torch.Generator(device=x.device).manual_seed(seed)
+    kl = "analytic" if model.analytic_kl else "mc"
     tot = torch.zeros(3, dtype=torch.float64, device=x.device)
     for chunk in x.split(1000):
-        t = model._terms(chunk, num_samples=1, kl="analytic", generator=g)
+        t = model._terms(chunk, num_samples=1, kl=kl, generator=g)
         tot += torch.stack([t.elbo.sum(), t.recon.sum(), t.kl.sum()]).double()
     model.train()
     v = (tot / x.shape[0]).tolist()
