@@ -65,6 +65,8 @@ class Result:
     mean_err: float  # max over parameters of |mean - ref mean| / ref sd
     sd_lo: float  # min over parameters of sd / ref sd
     sd_hi: float
+    khat: float = float("nan")  # PSIS k̂ of q
+    note: str = ""
 
 
 def reference_sites(name):
@@ -75,18 +77,8 @@ def reference_sites(name):
 def accuracy(name, draws):
     """(max |mean − ref mean| / ref sd, min sd/ref sd, max sd/ref sd) over the reference's
     parameters; ``draws`` maps a site name to (n, *shape) constrained draws."""
-    flat = {}
-    for site, x in draws.items():
-        x = np.asarray(x, dtype=float)
-        for idx in np.ndindex(x.shape[1:]):
-            key = site if not idx else f"{site}[{','.join(str(i + 1) for i in idx)}]"
-            flat[key] = x[(slice(None), *idx)]
-    errs, ratios = [], []
-    for key, ref in REFERENCE[name]["summary"].items():
-        if key not in flat:
-            raise KeyError(f"{name}: the fit has no draws of reference parameter {key!r}")
-        errs.append(abs(flat[key].mean() - ref["mean"]) / ref["sd"])
-        ratios.append(flat[key].std(ddof=1) / ref["sd"])
+    acc = _data.compare(REFERENCE[name]["summary"], draws)
+    errs, ratios = zip(*acc.values(), strict=True)
     return max(errs), min(ratios), max(ratios)
 
 
@@ -201,6 +193,7 @@ def run_numpyro(name, td, guide_kind, steps, lr, n_draws, seed):
     import jax
     import numpyro
     from numpyro.infer import SVI, Predictive, Trace_ELBO, autoguide
+    from numpyro.infer.importance import psis_diagnostic
 
     model = numpyro_model(name, td)
     guide = getattr(autoguide, guide_kind)(model)
@@ -224,9 +217,11 @@ def run_numpyro(name, td, guide_kind, steps, lr, n_draws, seed):
         key
     )
     err, lo, hi = accuracy(name, {k: np.asarray(v) for k, v in draws.items()})
+    khat = float(psis_diagnostic(key, params, model, guide, num_particles=2000))
     return Result(
-        name, f"NumPyro {guide_kind}", steps, steps / (t2 - t1), t2 - t0, t2 - t1, elbo, err, lo, hi
-    )
+        name, f"NumPyro {guide_kind}", steps, steps / (t2 - t1), t2 - t0, t2 - t1, elbo, err,
+        lo, hi, khat,
+    )  # fmt: skip
 
 
 # --------------------------------------------------------------------------- Pyro
@@ -292,19 +287,42 @@ def run_pyro(name, td, steps, lr, n_draws, seed):
     )
 
 
+# --------------------------------------------------------------------------- varbayes
+
+
+def run_varbayes(name, data, guide, n_draws, seed):
+    """``vi.fit(model, guide)`` with its defaults (float64 model, MAP + Laplace + deterministic
+    ADVI by L-BFGS: ``steps`` counts L-BFGS iterations). Timed: model construction and fit."""
+    import posteriordb_models
+
+    from varbayes import vi
+
+    t0 = time.perf_counter()
+    model = posteriordb_models.model(name, data)
+    post = vi.fit(model, guide, seed=seed)
+    t1 = time.perf_counter()
+    err, lo, hi = accuracy(name, post.sample(n_draws))
+    note = "converged" if post.converged else "NOT converged: " + post.message
+    return Result(
+        name, f"varbayes {guide}", post.steps, post.steps / (t1 - t0), t1 - t0, t1 - t0,
+        post.elbo, err, lo, hi, post.khat, note,
+    )  # fmt: skip
+
+
 # --------------------------------------------------------------------------- table
 
 
 def row(r: Result) -> str:
     return (
         f"| {r.posterior} | {r.tool} | {r.steps} | {r.steps_per_s:,.0f} | {r.wall_s:.2f} | "
-        f"{r.run_s:.2f} | {r.elbo:.1f} | {r.mean_err:.3g} | {r.sd_lo:.2f}–{r.sd_hi:.2f} |"
+        f"{r.run_s:.2f} | {r.elbo:.1f} | {r.mean_err:.3g} | {r.sd_lo:.2f}–{r.sd_hi:.2f} | "
+        f"{r.khat:.2f} | {r.note} |"
     )
 
 
 HEADER = (
     "| posterior | tool | steps | steps/s | fit s (with compile) | fit s (steps only) | ELBO "
-    "| mean err (ref sd) | sd / ref sd |\n|---|---|---|---|---|---|---|---|---|"
+    "| mean err (ref sd) | sd / ref sd | k̂ | note |\n|---|---|---|---|---|---|---|---|---|---|---|"
 )
 
 
@@ -330,14 +348,19 @@ def main(argv=None) -> int:
     results = []
     print(HEADER, flush=True)
     for name in names:
-        td = _data.transformed_data(name, _data.load_data(name))
+        data = _data.load_data(name)
+        td = _data.transformed_data(name, data)
         runs = []
+        if "varbayes" in libs:
+            runs += [("varbayes", guide) for guide in ("meanfield", "fullrank")]
         if "numpyro" in libs:
             runs += [("numpyro", kind) for kind in ("AutoNormal", "AutoMultivariateNormal")]
         if "pyro" in libs and name in pyro_names:
             runs.append(("pyro", "AutoNormal"))
         for lib, kind in runs:
-            if lib == "numpyro":
+            if lib == "varbayes":
+                r = run_varbayes(name, data, kind, args.draws, args.seed)
+            elif lib == "numpyro":
                 r = run_numpyro(name, td, kind, args.steps, args.lr, args.draws, args.seed)
             else:
                 r = run_pyro(

@@ -184,3 +184,53 @@ def random_point(name, rng):
     if name == "nes":
         return {"beta": rng.normal(0, 0.3, size=9) + np.eye(9)[0] * 1.5, "sigma": u(1.7, 2.2)}
     raise ValueError(f"name: expected one of {sorted(ORACLES)}, got {name!r}")
+
+
+#: Each posterior's parameters, in Stan's ``parameters`` block order, with Stan's support:
+#: "real", "positive" (lower=0), "unit" (lower=0, upper=1), "beta1" (lower=0,
+#: upper=1 - alpha1) or "ordered".
+SUPPORTS = {
+    "eight_schools": {"theta_trans": "real", "mu": "real", "tau": "positive"},
+    "kidiq": {"beta": "real", "sigma": "positive"},
+    "diamonds": {"b": "real", "Intercept": "real", "sigma": "positive"},
+    "garch": {"mu": "real", "alpha0": "positive", "alpha1": "unit", "beta1": "beta1"},
+    "mesquite": {"beta": "real", "sigma": "positive"},
+    "low_dim_gauss_mix": {"mu": "ordered", "sigma": "positive", "theta": "unit"},
+    "gp_pois_regr": {"rho": "positive", "alpha": "positive", "f_tilde": "real"},
+    "nes": {"beta": "real", "sigma": "positive"},
+}
+
+
+def unconstrain(name, p):
+    """Stan's unconstraining transforms of θ = ``p``: (name -> u, log |det ∂θ/∂u|).
+
+    lower=0: θ = exp(u); (lo, hi): θ = lo + (hi − lo) logistic(u); ordered: θ_1 = u_1,
+    θ_k = θ_{k-1} + exp(u_k)."""
+    out, log_jac = {}, 0.0
+    for key, kind in SUPPORTS[name].items():
+        x = np.asarray(p[key], dtype=float)
+        if kind == "real":
+            u = x
+        elif kind == "positive":
+            u = np.log(x)
+            log_jac += u.sum()
+        elif kind == "ordered":
+            gaps = np.log(np.diff(x))
+            u = np.concatenate([x[:1], gaps])
+            log_jac += gaps.sum()
+        else:
+            hi = 1.0 if kind == "unit" else 1.0 - p["alpha1"]
+            s = x / hi
+            u = np.log(s) - np.log1p(-s)
+            log_jac += (np.log(hi) + np.log(s) + np.log1p(-s)).sum()
+        out[key] = u
+    return out, log_jac
+
+
+def derived(name, data, p):
+    """Stan's transformed parameters at θ = ``p``: eight schools' theta, the GP's f."""
+    if name == "eight_schools":
+        return {"theta": p["theta_trans"] * p["tau"] + p["mu"]}
+    if name == "gp_pois_regr":
+        return {"f": gp_pois_regr_f(data, p)}
+    return {}

@@ -146,3 +146,28 @@ def transformed_data(name: str, data: dict) -> dict[str, np.ndarray]:
         cols += [f("educ1"), f("gender"), f("income")]
         return {"partyid7": f("partyid7"), "X": np.stack(cols, axis=1)}
     raise ValueError(f"name: expected one of {sorted(POSTERIORS)}, got {name!r}")
+
+
+def compare(reference: dict, draws: dict) -> dict[str, tuple[float, float]]:
+    """Accuracy of draws against a reference summary, per reference parameter (Stan name):
+    (|mean − ref mean| / ref sd, sd / ref sd).
+
+    ``reference`` maps Stan names to their summary (``mean``, ``sd``, ...), as
+    :func:`summarise` makes it; ``draws`` maps site names to (n, *shape) draws in the
+    constrained space (NumPy arrays or tensors). A reference parameter without draws is a
+    KeyError."""
+    flat = {}
+    for site, x in draws.items():
+        x = np.asarray(x.detach().cpu() if hasattr(x, "detach") else x, dtype=float)
+        for idx in np.ndindex(x.shape[1:]):
+            key = site if not idx else f"{site}[{','.join(str(i + 1) for i in idx)}]"
+            flat[key] = x[(slice(None), *idx)]
+    out = {}
+    for key, ref in reference.items():
+        if key not in flat:
+            raise KeyError(f"the draws have no reference parameter {key!r}; have {sorted(flat)}")
+        out[key] = (
+            abs(flat[key].mean() - ref["mean"]) / ref["sd"],
+            flat[key].std(ddof=1) / ref["sd"],
+        )
+    return out
