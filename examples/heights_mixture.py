@@ -48,7 +48,7 @@ def main(argv=None) -> int:
     x, z = heights(args.seed)
     gm = GaussianMixture(3, covariance_type="full", tol=1e-7, max_iter=1000, random_state=args.seed)
     gm.fit(x.reshape(-1, 1))
-    order = np.argsort(gm.means_[:, 0].numpy())
+    order = np.argsort(gm.means_[:, 0])
     print(
         f"EM: {gm.n_iter_} iterations, converged={gm.converged_}, "
         f"log-likelihood per person {gm.lower_bound_:.4f}"

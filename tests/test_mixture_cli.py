@@ -73,7 +73,7 @@ def test_failing_fit_writes_nothing(tmp_path, capsys):
         ]
     )  # fmt: skip
     assert rc == 2
-    assert "n_components=5" in capsys.readouterr().err
+    assert "n_components = 5, n_samples = 3" in capsys.readouterr().err
     assert list(tmp_path.iterdir()) == [tmp_path / "x.npy"]
 
 
@@ -91,12 +91,12 @@ def test_three_dimensional_array_is_rejected(tmp_path, capsys):
 
 
 def test_overflowing_data_fails_cleanly_and_writes_nothing(tmp_path, capsys):
-    """Values whose squares overflow make the ELBO non-finite: exit 2, nothing saved."""
+    """Values whose squares overflow float64: exit 2 naming X, nothing saved."""
     rng = np.random.default_rng(0)
     np.save(tmp_path / "x.npy", rng.normal(size=(50, 2)) * 1e200)
     rc = main(["gmm", "fit", str(tmp_path / "x.npy"), "-k", "2", "--save", str(tmp_path / "m")])
     assert rc == 2
-    assert "the fit failed" in capsys.readouterr().err
+    assert "X: the variance of the data overflows" in capsys.readouterr().err
     assert not (tmp_path / "m").exists()
 
 

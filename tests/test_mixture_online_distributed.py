@@ -46,9 +46,9 @@ def test_partial_fit_approaches_the_batch_solution():
     assert online.n_iter_ == 150 and len(online.lower_bounds_) == 150
     gap = batch.score(x) - online.score(x)
     assert 0.0 <= gap < 2e-3 * abs(batch.score(x))
-    order = np.argsort(online.means_[:, 0].numpy())
-    ref = np.argsort(batch.means_[:, 0].numpy())
-    np.testing.assert_allclose(online.means_.numpy()[order], batch.means_.numpy()[ref], atol=0.05)
+    order = np.argsort(online.means_[:, 0])
+    ref = np.argsort(batch.means_[:, 0])
+    np.testing.assert_allclose(online.means_[order], batch.means_[ref], atol=0.05)
 
 
 def _full_elbo_per_datum(vb, x):
@@ -95,9 +95,9 @@ def test_variational_partial_fit_approaches_the_cavi_optimum(prior):
     gap = _full_elbo_per_datum(batch, x) - _full_elbo_per_datum(online, x)
     assert abs(batch.lower_bound_ - _full_elbo_per_datum(batch, x)) < 1e-8  # the helper
     assert -1e-6 < gap < 1e-4
-    order = np.argsort(online.means_[:, 0].numpy())
-    ref = np.argsort(batch.means_[:, 0].numpy())
-    np.testing.assert_allclose(online.means_.numpy()[order], batch.means_.numpy()[ref], atol=0.05)
+    order = np.argsort(online.means_[:, 0])
+    ref = np.argsort(batch.means_[:, 0])
+    np.testing.assert_allclose(online.means_[order], batch.means_[ref], atol=0.05)
     # a batch fit afterwards forgets the stream: the next partial_fit starts again
     online.fit(x[:300])
     assert online.partial_fit(x[:100], n_samples=len(x)).n_iter_ == 1
@@ -147,9 +147,9 @@ def _worker(rank, world, port, x, init, variational, out):
         if rank == 0:
             np.savez(
                 out,
-                means=model.means_.numpy(),
-                cov=model.covariances_.numpy(),
-                weights=model.weights_.numpy(),
+                means=model.means_,
+                cov=model.covariances_,
+                weights=model.weights_,
                 trace=np.asarray(model.lower_bounds_),
             )
         finished = True
@@ -180,9 +180,9 @@ def test_two_gloo_processes_match_one_process(tmp_path, variational):
         warnings.simplefilter("ignore", ConvergenceWarning)
         cls = VariationalGaussianMixture if variational else GaussianMixture
         ref = cls(3, max_iter=15, tol=0, **init_local).fit(x)
-    np.testing.assert_allclose(got["means"], ref.means_.numpy(), rtol=1e-10, atol=1e-10)
-    np.testing.assert_allclose(got["cov"], ref.covariances_.numpy(), rtol=1e-10, atol=1e-12)
-    np.testing.assert_allclose(got["weights"], ref.weights_.numpy(), rtol=1e-10)
+    np.testing.assert_allclose(got["means"], ref.means_, rtol=1e-10, atol=1e-10)
+    np.testing.assert_allclose(got["cov"], ref.covariances_, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(got["weights"], ref.weights_, rtol=1e-10)
     np.testing.assert_allclose(got["trace"], ref.lower_bounds_, rtol=1e-10)
 
 
@@ -200,10 +200,10 @@ def test_sharded_initialisation_uses_every_shard(tmp_path, init_params):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         ref = GaussianMixture(3, max_iter=15, tol=0, **init).fit(x)
-    np.testing.assert_allclose(got["means"], ref.means_.numpy(), rtol=1e-10, atol=1e-10)
+    np.testing.assert_allclose(got["means"], ref.means_, rtol=1e-10, atol=1e-10)
     np.testing.assert_allclose(got["trace"], ref.lower_bounds_, rtol=1e-10)
     if init_params == "kmeans":  # it found the three clusters, one only in rank 1's rows
-        found = np.sort(ref.means_.numpy()[:, 1])
+        found = np.sort(ref.means_[:, 1])
         np.testing.assert_allclose(found, np.sort(CENTRES[:, 1]), atol=0.5)
 
 

@@ -130,8 +130,10 @@ def _monte_carlo_elbo(vb, x, n_draws, gen):
     k = vb.n_components
     st = vb._state
     r = torch.as_tensor(vb.predict_proba(x.numpy()))
-    nu, beta, m = st["nu"], st["beta"], vb.means_
-    w_scale = torch.linalg.inv(vb.covariances_) / nu[..., None, None]  # W_k (tied: one W)
+    nu, beta, m = st["nu"], st["beta"], torch.as_tensor(vb.means_)
+    w_scale = (
+        torch.linalg.inv(torch.as_tensor(vb.covariances_)) / nu[..., None, None]
+    )  # W_k (tied: one W)
     w0 = torch.linalg.inv(st["cov0"])
     m0 = st["m0"] + st["shift"]
     torch.manual_seed(int(torch.randint(1 << 30, (1,), generator=gen)))
@@ -233,7 +235,8 @@ def test_tied_fixed_point_is_a_local_maximum_of_the_elbo(prior):
         cov = st["cov"] @ torch.linalg.matrix_exp(h * (a + a.T))  # SPD nearby
         cov = 0.5 * (cov + cov.T)
         st["nu"] = st["nu"] * (1 + h * rng.normal())
-        st["pchol"], st["prec"], st["cov"] = cv.cholesky_precision(cov, "tied", 0.0, "test")
+        st["pchol"], st["prec"] = cv.cholesky_precision(cov, "tied")
+        st["cov"] = cov
         st["means"] = st["means"] + h * torch.as_tensor(rng.normal(size=st["means"].shape))
         assert _collapsed_elbo(vb, xt + vb._state["shift"], st) < base
     assert base == pytest.approx(vb.lower_bound_ * len(x), rel=1e-9)
@@ -246,7 +249,7 @@ def test_dirichlet_process_switches_off_unneeded_components():
         8, weight_concentration_prior=1e-3, random_state=0, max_iter=2000, tol=1e-6
     ).fit(x)
     assert vb.n_effective_components_ == 3
-    assert float(torch.sort(vb.weights_, descending=True).values[:3].sum()) > 0.97
+    assert float(torch.sort(torch.as_tensor(vb.weights_), descending=True).values[:3].sum()) > 0.97
 
 
 def test_save_load_round_trip(tmp_path):
@@ -257,7 +260,7 @@ def test_save_load_round_trip(tmp_path):
     back = load(tmp_path / "vb")
     np.testing.assert_array_equal(back.predict_proba(x), vb.predict_proba(x))
     for a, b in zip(back.weight_concentration_, vb.weight_concentration_, strict=True):
-        assert torch.equal(a, b)
+        np.testing.assert_array_equal(a, b)
     assert back.n_effective_components_ == vb.n_effective_components_
 
 
@@ -275,20 +278,24 @@ def test_save_load_round_trip(tmp_path):
         (
             {"degrees_of_freedom_prior": 1.5},
             ValueError,
-            "degrees_of_freedom_prior must be > n_features - 1 = 2",
+            "'degrees_of_freedom_prior' should be greater than 2, but got 1.500",
         ),
         ({"degrees_of_freedom_prior": "many"}, TypeError, "degrees_of_freedom_prior"),
-        ({"mean_prior": np.zeros(2)}, ValueError, r"mean_prior must have shape \(3,\)"),
-        ({"covariance_prior": np.eye(2)}, ValueError, r"covariance_prior must have shape \(3, 3\)"),
+        ({"mean_prior": np.zeros(2)}, ValueError, r"'mean_prior' should have the shape of \(3,\)"),
+        (
+            {"covariance_prior": np.eye(2)},
+            ValueError,
+            r"'full covariance_prior' should have the shape of \(3, 3\)",
+        ),
         (
             {"covariance_prior": -np.eye(3)},
             ValueError,
-            "covariance_prior must be symmetric positive",
+            "'full covariance_prior' should be symmetric, positive-definite",
         ),
         (
             {"covariance_prior": np.array([1.0, 0.0, 1.0]), "covariance_type": "diag"},
             ValueError,
-            "covariance_prior must be",
+            "'diag covariance_prior' should be positive",
         ),
         ({"resp_init": np.ones((5, 2)) / 2}, ValueError, r"resp_init must have shape \(500, 2\)"),
         (

@@ -10,16 +10,27 @@ Both share one loop (:mod:`._base`), one chunked E-step and one convergence moni
 :func:`load` restores a model saved with ``model.save(path)``.
 """
 
-from varbayes.mixture._base import NotFittedError
+from varbayes.mixture import _sklearn
 from varbayes.mixture._covariance import DegenerateMixtureWarning
 from varbayes.mixture.gaussian import GaussianMixture
 from varbayes.mixture.io import load
-from varbayes.mixture.variational import VariationalGaussianMixture
+from varbayes.mixture.variational import BayesianGaussianMixture, VariationalGaussianMixture
 
 __all__ = [
+    "BayesianGaussianMixture",
+    "ConvergenceWarning",
     "DegenerateMixtureWarning",
     "GaussianMixture",
     "NotFittedError",
     "VariationalGaussianMixture",
     "load",
 ]
+
+
+def __getattr__(name: str):
+    # created on first use: subclasses of scikit-learn's classes when it is installed
+    if name == "NotFittedError":
+        return _sklearn.not_fitted_error()
+    if name == "ConvergenceWarning":
+        return _sklearn.convergence_warning()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

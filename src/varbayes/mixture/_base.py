@@ -32,17 +32,25 @@ import warnings
 import numpy as np
 import torch
 
-from varbayes._validation import as_tensor, check_finite, check_int
+from varbayes._validation import check_finite
 from varbayes.mixture import _covariance as cv
 from varbayes.mixture import distributed as dist
 from varbayes.mixture._init import INIT_PARAMS, initial_assignment
+from varbayes.mixture._sklearn import (
+    convergence_warning,
+    is_random_state,
+    not_fitted_error,
+    sklearn_tags,
+    torch_generator,
+)
 from varbayes.monitor import ConvergenceMonitor
 
-__all__ = ["BaseMixture", "NotFittedError"]
+__all__ = ["BaseMixture"]
 
-
-class NotFittedError(ValueError, AttributeError):
-    """A method that needs a fitted model was called before ``fit``."""
+NOT_CONVERGED = (
+    "Best performing initialization did not converge. Try different init parameters, "
+    "or increase max_iter, tol, or check for degenerate data."
+)
 
 
 # ----------------------------------------------------------------------------- validation
@@ -97,11 +105,10 @@ class _Optional:
 
 class _Seed:
     def check(self, owner, name, value):
-        if value is None or isinstance(value, torch.Generator):
-            return
-        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 0:
+        if not is_random_state(value):
             raise TypeError(
-                f"{owner}: {name} must be None, an integer >= 0 or a torch.Generator; got {value!r}"
+                f"{owner}: {name} must be None, an integer >= 0, a numpy.random.RandomState, "
+                f"a numpy.random.Generator or a torch.Generator; got {value!r}"
             )
 
 
@@ -115,7 +122,7 @@ COMMON_PARAMETERS = {
     "covariance_type": _Options(*cv.COVARIANCE_TYPES),
     "tol": _Interval(float, 0.0),
     "reg_covar": _Interval(float, 0.0),
-    "max_iter": _Interval(int, 1),
+    "max_iter": _Interval(int, 0),
     "n_init": _Interval(int, 1),
     "init_params": _Options(*INIT_PARAMS),
     "random_state": _Seed(),
@@ -130,27 +137,61 @@ COMMON_PARAMETERS = {
 }
 
 
-def _resolve_dtype(owner, value) -> torch.dtype:
-    table = {"float64": torch.float64, "float32": torch.float32, "double": torch.float64}
-    if isinstance(value, str) and value in table:
-        return table[value]
-    if value in (torch.float64, torch.float32):
-        return value
-    raise ValueError(f"{owner}: dtype must be torch.float64 or torch.float32; got {value!r}")
+_DTYPES = {
+    "float64": torch.float64,
+    "double": torch.float64,
+    "float32": torch.float32,
+    "float": torch.float32,
+    torch.float64: torch.float64,
+    torch.float32: torch.float32,
+    np.float64: torch.float64,
+    np.float32: torch.float32,
+}
 
 
-def _resolve_device(owner, value) -> torch.device:
+def _resolve_dtype(owner, value) -> torch.dtype | None:
+    """The compute dtype named by ``value``; None: follow the data (see ``_check_X``)."""
+    if value is None:
+        return None
+    key = np.dtype(value).type if isinstance(value, np.dtype) else value
     try:
-        return torch.device(value)
+        return _DTYPES[key]
+    except (KeyError, TypeError):
+        raise ValueError(
+            f"{owner}: dtype must be None, float32 or float64 (torch, NumPy or a name); "
+            f"got {value!r}"
+        ) from None
+
+
+def _resolve_device(owner, value) -> torch.device | None:
+    """The compute device named by ``value`` (None: the data's), checked to be usable."""
+    if value is None:
+        return None
+    try:
+        dev = torch.device(value)
     except (RuntimeError, TypeError) as exc:
         raise ValueError(f"{owner}: device must name a torch device; got {value!r}") from exc
+    try:
+        torch.empty(0, device=dev)
+    except (RuntimeError, AssertionError) as exc:  # e.g. CUDA on a CPU-only build
+        raise ValueError(
+            f"{owner}: device={value!r} is not usable in this torch build or machine "
+            f"({str(exc).splitlines()[0]}); use device='cpu' or None"
+        ) from None
+    return dev
 
 
-def _to_numpy_like(t: torch.Tensor, like):
-    """Return ``t`` as NumPy when the caller passed NumPy (or lists), else as a tensor."""
-    if isinstance(like, torch.Tensor):
-        return t
-    return t.detach().cpu().numpy()
+def _output(t: torch.Tensor, like):
+    """``t`` as the caller's type: NumPy when ``like`` is None (NumPy or list input),
+    else a tensor on the device ``like``."""
+    if like is None:
+        return t.detach().cpu().numpy()
+    return t.to(like)
+
+
+def _like(X):
+    """What :func:`_output` needs to return results in the type of the input ``X``."""
+    return X.device if isinstance(X, torch.Tensor) else None
 
 
 _FEATURE_CACHE_BYTES = 64 * 2**20
@@ -206,45 +247,108 @@ class BaseMixture:
                 f"{owner}: covariance_type must be one of {list(self._supported_covariance_types)}"
                 f"; got {self.covariance_type!r}"
             )
-        self._dtype = _resolve_dtype(owner, self.dtype)
-        self._device = _resolve_device(owner, self.device)
+        self._dtype_param = _resolve_dtype(owner, self.dtype)
+        self._device_param = _resolve_device(owner, self.device)
+
+    # -------------------------------------------------------------- scikit-learn protocol
+    def __sklearn_tags__(self):
+        """scikit-learn's estimator tags: a density estimator on dense 2-D input."""
+        return sklearn_tags()
+
+    def __sklearn_is_fitted__(self) -> bool:
+        return hasattr(self, "_state")
 
     # -------------------------------------------------------------- data
     def _check_X(self, X, name: str = "X", *, reset: bool) -> torch.Tensor:
-        x = as_tensor(X, name, dtype=self._dtype, device=self._device)
-        if x.ndim != 2:
+        """X (N, D) as a tensor on the compute device, in the compute dtype.
+
+        NumPy arrays (any numeric dtype, object arrays of numbers), lists and tensors are
+        accepted. With ``reset`` (``fit``) the compute dtype and device are fixed from
+        ``dtype``/``device``, or from X where those are None: a float32 X stays float32,
+        anything else is float64; a tensor's device is kept.
+        """
+        if hasattr(X, "nnz") and hasattr(X, "toarray"):
+            raise TypeError(
+                f"{name}: sparse input is not supported; pass a dense array (X.toarray())"
+            )
+        if isinstance(X, torch.Tensor):
+            t = X.detach()
+        else:
+            arr = np.asarray(X)
+            if arr.dtype == object:
+                try:
+                    arr = arr.astype(np.float64)
+                except (TypeError, ValueError) as exc:
+                    raise TypeError(f"{name} must be numeric: {exc}") from None
+            if arr.dtype.kind not in "biufc":
+                raise TypeError(f"{name} must be numeric; got an array of dtype {arr.dtype}")
+            with warnings.catch_warnings():  # read-only input (memmap): never written to
+                warnings.filterwarnings("ignore", "The given NumPy array is not writable")
+                t = torch.as_tensor(arr)
+        if t.is_complex():
+            raise ValueError(f"{name}: Complex data not supported; got dtype {t.dtype}")
+        if t.layout != torch.strided:
+            raise TypeError(f"{name}: sparse input is not supported; pass a dense tensor")
+        if t.ndim != 2:
             raise ValueError(
                 f"{name} must be a 2-D array of shape (n_samples, n_features); got "
-                f"{x.ndim}-D with shape {tuple(x.shape)}"
-                + (" (use X.reshape(-1, 1) for a single feature)" if x.ndim == 1 else "")
+                f"{t.ndim}-D with shape {tuple(t.shape)}. Reshape your data using "
+                "X.reshape(-1, 1) if it has a single feature, or X.reshape(1, -1) if it "
+                "holds a single sample"
             )
-        if x.shape[0] == 0 or x.shape[1] == 0:
-            raise ValueError(f"{name} must not be empty; got shape {tuple(x.shape)}")
-        check_finite(x, name)
-        if not reset and x.shape[1] != self.n_features_in_:
+        for n, what, low in ((t.shape[1], "feature", 1), (t.shape[0], "sample", 1)):
+            if n < low:
+                raise ValueError(
+                    f"{name}: found array with {n} {what}(s) (shape={tuple(t.shape)}) while "
+                    f"a minimum of {low} is required."
+                )
+        if reset:
+            float32 = t.dtype == torch.float32
+            self._dtype = self._dtype_param or (torch.float32 if float32 else torch.float64)
+            self._device = self._device_param or t.device
+        elif t.shape[1] != self.n_features_in_:
             raise ValueError(
-                f"{name} has {x.shape[1]} features, but {type(self).__name__} was fitted with "
-                f"{self.n_features_in_} features"
+                f"X has {t.shape[1]} features, but {type(self).__name__} is expecting "
+                f"{self.n_features_in_} features as input"
             )
-        return x
+        x = t.to(device=self._device, dtype=self._dtype)
+        return check_finite(x, name)
 
     def _check_fitted(self) -> None:
         if not hasattr(self, "_state"):
-            raise NotFittedError(
-                f"This {type(self).__name__} instance is not fitted yet; call fit(X) first"
+            raise not_fitted_error()(
+                f"This {type(self).__name__} instance is not fitted yet. Call 'fit' with "
+                "appropriate arguments before using this estimator."
             )
+
+    def _out(self, t):
+        """A fitted attribute in the type of the data given to ``fit``."""
+        if isinstance(t, tuple):
+            return tuple(self._out(v) for v in t)
+        return _output(t, self._fit_like)
+
+    def _publish(self, st) -> None:
+        """Set the fitted attributes from the state, in the type of the data of ``fit``."""
+        for name, value in self._attributes(st).items():
+            setattr(
+                self, name, self._out(value) if isinstance(value, (torch.Tensor, tuple)) else value
+            )
+
+    def _as_param(self, value, name: str) -> torch.Tensor:
+        """An array-valued hyper-parameter as a finite tensor in the compute dtype/device."""
+        if isinstance(value, torch.Tensor):
+            t = value.detach()
+        else:
+            try:
+                t = torch.as_tensor(np.asarray(value, dtype=np.float64))
+            except (TypeError, ValueError) as exc:
+                raise TypeError(f"{name} must be numeric; got {value!r:.80} ({exc})") from None
+        return check_finite(t.to(device=self._device, dtype=self._dtype), name)
 
     def _generator(self) -> torch.Generator:
         rs = self.random_state
-        if isinstance(rs, torch.Generator):
-            g = rs
-        else:
-            g = torch.Generator(device="cpu")
-            if rs is None:
-                g.seed()
-            else:
-                g.manual_seed(int(rs))
-        if self._is_distributed and (rs is None or isinstance(rs, torch.Generator)):
+        g = torch_generator(rs)
+        if self._is_distributed and not isinstance(rs, numbers.Integral):
             # the sharded initialisation needs the same draws on every process: rank 0's
             (seed,) = dist.broadcast([torch.randint(0, 2**62, (1,), generator=g)])
             g = torch.Generator(device="cpu").manual_seed(int(seed))
@@ -290,6 +394,11 @@ class BaseMixture:
             hi = torch.maximum(hi, xc.amax(0))
         (second,) = self._allreduce([second])
         cov = second / n
+        if not bool(torch.isfinite(cov).all()):
+            raise ValueError(
+                f"X: the variance of the data overflows {x.dtype} (values up to "
+                f"{float(x.abs().max()):.3g}); scale the input data"
+            )
         spread = hi - lo
         if self._is_distributed:
             (spread,) = self._allreduce([spread])
@@ -480,37 +589,54 @@ class BaseMixture:
         ``fit_predict(X) == fit(X).predict(X)``.
         """
         x = self._fit(X, final_labels=True)
-        return _to_numpy_like(x, X)
+        return _output(x, _like(X))
+
+    def _check_n_samples(self, n: int, shape) -> None:
+        if n < 2:
+            raise ValueError(
+                f"X: found array with {n} sample(s) (shape={tuple(shape)}) while a minimum of "
+                "2 is required."
+            )
+        if n < self.n_components:
+            raise ValueError(
+                "Expected n_samples >= n_components but got "
+                f"n_components = {self.n_components}, n_samples = {n}"
+            )
 
     def _fit(self, X, *, final_labels: bool):
+        """The EM / CAVI loop, with scikit-learn's semantics.
+
+        Each iteration is an E-step (its ELBO per datum is recorded), then an M-step.
+        A run stops when the ELBO changes by less than ``tol`` or after ``max_iter``
+        iterations (``max_iter=0`` keeps the initialisation). With ``warm_start`` the
+        first change is measured from the previous fit's ``lower_bound_``, so repeated
+        one-iteration fits converge as one long fit does. Of ``n_init`` runs the one with
+        the largest final ELBO is kept.
+        """
         self._validate_params()
         self.__dict__.pop("_online", None)  # a batch fit forgets partial_fit's statistics
-        x = self._check_X(X, reset=True)
-        n = x.shape[0]
-        n_total = n
-        if self._is_distributed:
-            (nt,) = dist.allreduce_sum([torch.tensor([float(n)], dtype=torch.float64)])
-            n_total = int(nt.item())
-        if n_total < self.n_components:
-            raise ValueError(
-                f"X must have at least n_components={self.n_components} samples; got {n_total}"
-            )
-        if n_total < 2:
-            raise ValueError(f"X must have at least 2 samples; got {n_total}")
-        self._check_init_shapes(x.shape[1])
         warm = bool(self.warm_start) and hasattr(self, "_state")
+        x = self._check_X(X, reset=not warm)
+        n_total = x.shape[0]
+        if self._is_distributed:
+            (nt,) = dist.allreduce_sum([torch.tensor([float(n_total)], dtype=torch.float64)])
+            n_total = int(nt.item())
+        self._check_n_samples(n_total, x.shape)
+        self._check_init_shapes(x.shape[1])
         if warm and self._state["d"] != x.shape[1]:
             raise ValueError(
                 f"X has {x.shape[1]} features, but the warm-started model has "
                 f"{self._state['d']}; set warm_start=False"
             )
         self.n_features_in_ = x.shape[1]
+        self._fit_like = _like(X)
         summary = self._data_summary(x)
         gen = self._generator()
-        n_init = 1 if warm else self.n_init
+        max_iter, tol = int(self.max_iter), float(self.tol)
+        previous = float(self.lower_bound_) if warm else -math.inf
         best = None
         cache = None if self._use_blocks(x.shape[1]) else self._feature_cache(x)
-        for _ in range(n_init):
+        for _ in range(1 if warm else int(self.n_init)):
             if warm:
                 state = dict(self._state)
             else:
@@ -518,35 +644,46 @@ class BaseMixture:
                 if self._is_distributed:
                     state = self._broadcast_state(state)
             self._state = state
-            monitor = ConvergenceMonitor(
-                tol=self.tol,
-                max_iter=self.max_iter,
-                monotone=True,
-                name=f"{type(self).__name__} ELBO per datum",
-                verbose=bool(self.verbose),
-            )
             self._warned = set()
             trace: list[float] = []
-            while True:
-                stats, lse = self._pass(x, self._coefficients(self._state), cache=cache)
-                elbo = float(self._elbo(lse, self._state, summary)) / summary["n"]
-                trace.append(elbo)
-                stop = monitor.update(elbo)
-                self._state = self._m_step(stats, self._state, summary)
-                if stop:
-                    break
-            if best is None or trace[-1] > best[2][-1]:
-                best = (monitor, self._state, trace)
-        monitor, self._state, trace = best
-        if not monitor.converged:
-            monitor.warn_if_not_converged(
-                "try a larger max_iter or tol, other init parameters, or check for degenerate data"
+            monitor, converged = None, False
+            if max_iter > 0:
+                monitor = ConvergenceMonitor(
+                    tol=tol,
+                    max_iter=max_iter,
+                    # the M-step maximises the ELBO exactly only without reg_covar; with it the
+                    # bound may fall by about reg_covar * tr(Λ_k) / 2 per datum (as in sklearn)
+                    monotone=float(self.reg_covar) == 0.0,
+                    decrease_tol=max(1e-10, 64 * torch.finfo(self._dtype).eps),
+                    name=f"{type(self).__name__} ELBO per datum",
+                    verbose=bool(self.verbose),
+                )
+                while True:
+                    stats, lse = self._pass(x, self._coefficients(self._state), cache=cache)
+                    elbo = float(self._elbo(lse, self._state, summary)) / summary["n"]
+                    trace.append(elbo)
+                    stop = monitor.update(elbo)
+                    self._state = self._m_step(stats, self._state, summary)
+                    first = len(trace) == 1 and abs(elbo - previous) < tol
+                    if stop or first:
+                        converged = monitor.converged or first
+                        monitor.close()
+                        break
+            bound = trace[-1] if trace else -math.inf
+            if best is None or bound > best[0] or max_iter == 0:
+                best = (bound, self._state, trace, monitor, converged)
+        bound, self._state, trace, self.monitor_, self.converged_ = best
+        if not self.converged_ and max_iter > 0:
+            change = trace[-1] - (trace[-2] if len(trace) > 1 else previous)
+            warnings.warn(
+                f"{NOT_CONVERGED} (ELBO per datum {bound:.6g} after {len(trace)} iterations, "
+                f"last change {change:.3g}, tol {tol:g})",
+                convergence_warning(),
+                stacklevel=3,
             )
-        self.converged_ = monitor.converged
-        self.n_iter_ = monitor.n_iter
-        self.lower_bound_ = trace[-1]
+        self.n_iter_ = len(trace)
+        self.lower_bound_ = bound
         self.lower_bounds_ = trace
-        self.monitor_ = monitor
         self._publish(self._state)
         if final_labels:
             return self._labels(x)
@@ -561,6 +698,11 @@ class BaseMixture:
         if first:
             self._validate_params()
         x = self._check_X(X, reset=first)
+        if n_samples is not None and n_samples < x.shape[0]:
+            raise ValueError(
+                f"n_samples (N, the rows of the whole data set) must be at least the batch "
+                f"size {x.shape[0]}; got {n_samples:g}"
+            )
         if first:
             if x.shape[0] < self.n_components:
                 raise ValueError(
@@ -568,6 +710,7 @@ class BaseMixture:
                     f"first partial_fit batch; got {x.shape[0]}"
                 )
             self.n_features_in_ = x.shape[1]
+            self._fit_like = _like(X)
             self._check_init_shapes(x.shape[1])
             summary = self._data_summary(x)
             self._warned = set()
@@ -630,7 +773,7 @@ class BaseMixture:
         """Most probable component argmax_k q(z_i = k) for each row of X (N, D) → (N,)."""
         self._check_fitted()
         x = self._check_X(X, reset=False)
-        return _to_numpy_like(self._labels(x), X)
+        return _output(self._labels(x), _like(X))
 
     def predict_proba(self, X):
         """Responsibilities r_ik = q(z_i = k) ∝ exp(ρ_ik) for X (N, D) → (N, K)."""
@@ -639,7 +782,7 @@ class BaseMixture:
         out = torch.empty((x.shape[0], self.n_components), dtype=x.dtype, device=x.device)
         for a, b, r in self._iter_log_rho(x):
             out[a:b] = torch.softmax(r, 1)
-        return _to_numpy_like(out, X)
+        return _output(out, _like(X))
 
     def score_samples(self, X):
         """log Σ_k exp(ρ_ik) for each row of X (N, D) → (N,).
@@ -651,7 +794,7 @@ class BaseMixture:
         out = torch.empty(x.shape[0], dtype=x.dtype, device=x.device)
         for a, b, r in self._iter_log_rho(x):
             out[a:b] = torch.logsumexp(r, 1)
-        return _to_numpy_like(out, X)
+        return _output(out, _like(X))
 
     def score(self, X, y=None) -> float:
         """Mean of :meth:`score_samples` over the rows of X (a float)."""
@@ -660,17 +803,25 @@ class BaseMixture:
 
     # ------------------------------------------------------------------ sampling
     def sample(self, n_samples: int = 1):
-        """Draw x ~ p(x | θ): returns (X (n_samples, D), labels (n_samples,)) as tensors,
-        sorted by component like scikit-learn. Uses ``random_state``. For the variational
-        mixture θ is the posterior mean (weights_, means_, covariances_), as in scikit-learn."""
+        """Draw x ~ p(x | θ): returns (X (n_samples, D), labels (n_samples,)), sorted by
+        component like scikit-learn, in the type of the data given to ``fit``. Uses
+        ``random_state``. For the variational mixture θ is the posterior mean
+        (weights_, means_, covariances_), as in scikit-learn."""
         self._check_fitted()
-        n = check_int(n_samples, "n_samples", minimum=1)
+        if isinstance(n_samples, bool) or not isinstance(n_samples, numbers.Integral):
+            raise TypeError(f"n_samples must be an integer; got {n_samples!r}")
+        n = int(n_samples)
+        if n < 1:
+            raise ValueError(
+                f"Invalid value for 'n_samples': {n} . The sampling requires at least one sample."
+            )
+        st = self._state
         gen = self._generator()
-        w = self.weights_.detach().cpu().to(torch.float64)
+        w = self._weights(st).detach().cpu().to(torch.float64)
         labels = torch.multinomial(w, n, replacement=True, generator=gen).sort().values
         eps = torch.randn((n, self.n_features_in_), generator=gen, dtype=self._dtype)
         labels, eps = labels.to(self._device), eps.to(self._device)
-        ct, cov = self.covariance_type, self.covariances_
+        ct, cov = self.covariance_type, st["cov"]
         if ct == "full":  # labels are sorted: one block of rows per component
             chol = torch.linalg.cholesky(cov)
             counts = torch.bincount(labels, minlength=self.n_components).tolist()
@@ -681,4 +832,5 @@ class BaseMixture:
             z = eps * cov[labels].sqrt()
         else:
             z = eps * cov[labels].sqrt()[:, None]
-        return self.means_[labels] + z, labels
+        xs = st["means"][labels] + st["shift"] + z
+        return self._out(xs), self._out(labels)

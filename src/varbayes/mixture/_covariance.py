@@ -31,7 +31,6 @@ the expanded quadratic forms well conditioned.
 from __future__ import annotations
 
 import math
-import warnings
 
 import torch
 
@@ -113,55 +112,36 @@ def precision_matrix_times(prec: torch.Tensor, cov_type: str, v: torch.Tensor) -
     return prec[:, None] * v
 
 
-def cholesky_precision(cov: torch.Tensor, cov_type: str, reg_covar: float, name: str):
-    """Precision Cholesky factors P (Λ = P Pᵀ, P = L⁻ᵀ with Σ = L Lᵀ) and precisions.
+ILL_DEFINED = (
+    "Fitting the mixture model failed because some components have ill-defined empirical "
+    "covariance (for instance caused by singleton or collapsed samples). Try to decrease "
+    "the number of components, increase reg_covar, or scale the input data."
+)
+
+
+def cholesky_precision(cov: torch.Tensor, cov_type: str):
+    """Precision Cholesky factors P (Λ = P Pᵀ, P = L⁻ᵀ with Σ = L Lᵀ) and precisions Λ.
 
     Shapes: full (K, D, D), tied (D, D), diag (K, D) (P = Σ^{-1/2}), spherical (K,).
-    A covariance that is not positive definite never yields NaN: its diagonal is
-    raised by ``reg_covar`` times 10, 100, ... until the Cholesky factorisation
-    succeeds, and a :class:`DegenerateMixtureWarning` says so.
+    A covariance that is not positive definite (only possible with ``reg_covar`` 0 or
+    tiny) raises scikit-learn's ValueError, naming the components.
     """
     if cov_type in ("full", "tied"):
         batch = cov if cov_type == "full" else cov[None]
-        d = batch.shape[-1]
-        eye = torch.eye(d, dtype=cov.dtype, device=cov.device)
         chol, info = torch.linalg.cholesky_ex(batch)
-        if bool((info != 0).any()):
-            bad = torch.nonzero(info != 0).flatten().tolist()
-            scale = batch.diagonal(dim1=-2, dim2=-1).abs().mean(-1).clamp_min(1.0)
-            jitter = max(reg_covar, 1e-12)
-            fixed = batch.clone()
-            for _ in range(40):
-                jitter *= 10.0
-                fixed = batch + (jitter * scale)[:, None, None] * eye
-                chol, info = torch.linalg.cholesky_ex(fixed)
-                if not bool((info != 0).any()):
-                    break
-            warnings.warn(
-                f"{name}: the covariance of component(s) {bad} is not positive definite "
-                f"(collinear features or too few distinct points); added {jitter:.3g} times "
-                "its scale to the diagonal. Increase reg_covar or reduce n_components.",
-                DegenerateMixtureWarning,
-                stacklevel=4,
-            )
-            cov_fixed = fixed
-        else:
-            cov_fixed = batch
+        bad = torch.nonzero(info != 0).flatten().tolist()
+        if bad:
+            raise ValueError(f"{ILL_DEFINED} (component(s) {bad})")
+        eye = torch.eye(batch.shape[-1], dtype=cov.dtype, device=cov.device)
         pchol = torch.linalg.solve_triangular(chol, eye.expand_as(chol), upper=False).mT
         prec = pchol @ pchol.mT
         if cov_type == "tied":
-            return pchol[0], prec[0], cov_fixed[0]
-        return pchol, prec, cov_fixed
-    floor = torch.finfo(cov.dtype).tiny ** 0.5
-    if bool((cov <= floor).any()):
-        warnings.warn(
-            f"{name}: some variances are zero or negative (reg_covar={reg_covar:g}); "
-            "they were raised to a small positive floor. Increase reg_covar.",
-            DegenerateMixtureWarning,
-            stacklevel=4,
-        )
-        cov = cov.clamp_min(max(reg_covar, floor))
-    return cov.rsqrt(), 1.0 / cov, cov
+            return pchol[0], prec[0]
+        return pchol, prec
+    bad = torch.nonzero((cov <= 0).reshape(cov.shape[0], -1).any(-1)).flatten().tolist()
+    if bad:
+        raise ValueError(f"{ILL_DEFINED} (component(s) {bad})")
+    return cov.rsqrt(), 1.0 / cov
 
 
 def log_det_cholesky(pchol: torch.Tensor, cov_type: str, d: int) -> torch.Tensor:

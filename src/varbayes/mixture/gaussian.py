@@ -20,7 +20,6 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from varbayes._validation import as_tensor, check_finite
 from varbayes.mixture import _covariance as cv
 from varbayes.mixture._base import COMMON_PARAMETERS, BaseMixture
 
@@ -99,8 +98,8 @@ class GaussianMixture(BaseMixture):
         random_state=None,
         warm_start: bool = False,
         verbose: int = 0,
-        device="cpu",
-        dtype=torch.float64,
+        device=None,
+        dtype=None,
         chunk_size: int | None = None,
         distributed: bool = False,
         learning_decay: float = 0.7,
@@ -133,44 +132,44 @@ class GaussianMixture(BaseMixture):
             self.covariance_type
         ]
 
+    def _init_array(self, value, name: str, shape: tuple) -> torch.Tensor:
+        """A ``*_init`` array as a finite tensor of ``shape`` (scikit-learn's messages)."""
+        t = self._as_param(value, name)
+        if tuple(t.shape) != shape:
+            raise ValueError(
+                f"The parameter '{name}' should have the shape of {shape}, but got {tuple(t.shape)}"
+            )
+        return t
+
     def _check_init_shapes(self, d: int) -> None:
-        k = self.n_components
-        kw = {"dtype": self._dtype, "device": self._device}
+        k, ct = self.n_components, self.covariance_type
         self._inits = {}
         if self.weights_init is not None:
-            w = check_finite(as_tensor(self.weights_init, "weights_init", **kw), "weights_init")
-            if tuple(w.shape) != (k,):
-                raise ValueError(f"weights_init must have shape ({k},); got {tuple(w.shape)}")
-            if bool((w < 0).any()) or bool((w > 1).any()) or abs(float(w.sum()) - 1.0) > 1e-6:
+            w = self._init_array(self.weights_init, "weights", (k,))
+            if bool((w < 0).any()) or bool((w > 1).any()):
                 raise ValueError(
-                    "weights_init must be in [0, 1] and sum to 1; got values in "
-                    f"[{float(w.min()):.3g}, {float(w.max()):.3g}] summing to {float(w.sum()):.6g}"
+                    "The parameter 'weights' should be in the range [0, 1], but got "
+                    f"max value {float(w.min()):.5f}, min value {float(w.max()):.5f}"
+                )
+            atol = 1e-6 if w.dtype == torch.float32 else 1e-8
+            if abs(1.0 - float(w.sum())) > atol:
+                raise ValueError(
+                    "The parameter 'weights' should be normalized, but got "
+                    f"sum(weights) = {float(w.sum()):.5f}"
                 )
             self._inits["weights"] = w
         if self.means_init is not None:
-            m = check_finite(as_tensor(self.means_init, "means_init", **kw), "means_init")
-            if tuple(m.shape) != (k, d):
-                raise ValueError(f"means_init must have shape ({k}, {d}); got {tuple(m.shape)}")
-            self._inits["means"] = m
+            self._inits["means"] = self._init_array(self.means_init, "means", (k, d))
         if self.precisions_init is not None:
-            p = as_tensor(self.precisions_init, "precisions_init", **kw)
-            check_finite(p, "precisions_init")
-            shape = self._precision_shape(d)
-            if tuple(p.shape) != shape:
-                raise ValueError(
-                    f"precisions_init must have shape {shape} for covariance_type="
-                    f"{self.covariance_type!r}; got {tuple(p.shape)}"
-                )
-            if self.covariance_type in ("full", "tied"):
-                sym = torch.allclose(p, p.mT, rtol=1e-10, atol=1e-12 * float(p.abs().max()))
+            p = self._init_array(self.precisions_init, f"{ct} precision", self._precision_shape(d))
+            if ct in ("full", "tied"):
+                sym = torch.allclose(p, p.mT, rtol=1e-5, atol=1e-8)
                 chol, info = torch.linalg.cholesky_ex(p)
                 if not sym or bool((info != 0).any()):
-                    raise ValueError(
-                        "precisions_init must hold symmetric positive-definite matrices"
-                    )
+                    raise ValueError(f"'{ct} precision' should be symmetric, positive-definite")
             else:
                 if bool((p <= 0).any()):
-                    raise ValueError("precisions_init must be > 0; got a value <= 0")
+                    raise ValueError(f"'{ct} precision' should be positive")
                 chol = p.sqrt()
             self._inits["precisions"] = (p, chol)
 
@@ -231,6 +230,8 @@ class GaussianMixture(BaseMixture):
         collapsed = [
             k for k in cv.raw_variance_floor_report(cov, ct, self.reg_covar) if not empty[k]
         ]
+        if collapsed and self.reg_covar == 0:
+            raise ValueError(f"{cv.ILL_DEFINED} (component(s) {collapsed})")
         if collapsed:
             self._warn_once(
                 "collapsed",
@@ -238,7 +239,7 @@ class GaussianMixture(BaseMixture):
                 "(duplicated points or a constant feature); their covariance is "
                 f"reg_covar={self.reg_covar:g} there",
             )
-        pchol, prec, cov = cv.cholesky_precision(cov, ct, self.reg_covar, type(self).__name__)
+        pchol, prec = cv.cholesky_precision(cov, ct)
         new = dict(st)
         new.update(weights=nk / nk.sum(), means=means, cov=cov, pchol=pchol, prec=prec)
         return new
@@ -247,12 +248,18 @@ class GaussianMixture(BaseMixture):
         """After the E-step the ELBO is the log-likelihood Σ_i log Σ_k exp(ρ_ik)."""
         return lse
 
-    def _publish(self, st) -> None:
-        self.weights_ = st["weights"]
-        self.means_ = st["means"] + st["shift"]
-        self.covariances_ = st["cov"]
-        self.precisions_cholesky_ = st["pchol"]
-        self.precisions_ = st["prec"]
+    def _weights(self, st) -> torch.Tensor:
+        return st["weights"]
+
+    def _attributes(self, st) -> dict:
+        """The fitted attributes (as tensors) from the state."""
+        return {
+            "weights_": st["weights"],
+            "means_": st["means"] + st["shift"],
+            "covariances_": st["cov"],
+            "precisions_cholesky_": st["pchol"],
+            "precisions_": st["prec"],
+        }
 
     # ------------------------------------------------------------------ online EM
     def partial_fit(self, X, y=None):

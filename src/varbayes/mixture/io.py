@@ -55,8 +55,12 @@ def save(model, path) -> None:
     params, array_params, not_saved = {}, [], []
     tensors = {}
     for k, v in model.get_params().items():
-        if k in ("dtype", "device"):
-            params[k] = str(v).replace("torch.", "")
+        if isinstance(v, np.generic):  # NumPy scalars are saved as Python ones
+            v = v.item()
+        if k == "dtype" and v is not None:
+            params[k] = str(model._dtype_param).removeprefix("torch.")
+        elif k == "device" and v is not None:
+            params[k] = str(v)
         elif isinstance(v, _SCALAR_TYPES):
             params[k] = v
         elif isinstance(v, (torch.Tensor, np.ndarray, list, tuple)):
@@ -123,6 +127,9 @@ def load(path, *, device=None):
     model = classes[name](**params)
     model._validate_params()
     d = int(config["n_features_in_"])
+    model._dtype = next(v.dtype for k, v in tensors.items() if k == "state.means")
+    model._device = model._device_param or torch.device("cpu")
+    model._fit_like = None
     state = {
         k.removeprefix("state."): v.to(device=model._device)
         for k, v in tensors.items()

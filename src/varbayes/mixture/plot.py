@@ -16,9 +16,14 @@ from matplotlib.patches import Ellipse  # noqa: E402
 __all__ = ["plot_mixture", "plot_elbo", "plot_density_1d", "full_covariances"]
 
 
+def _np(a) -> np.ndarray:
+    """A fitted attribute (NumPy array or tensor) as a float NumPy array."""
+    return np.asarray(a.detach().cpu() if isinstance(a, torch.Tensor) else a, dtype=float)
+
+
 def full_covariances(model) -> np.ndarray:
     """Σ_k of any covariance type as a (K, D, D) NumPy array."""
-    cov = model.covariances_.detach().cpu().numpy()
+    cov = _np(model.covariances_)
     k, d = model.n_components, model.n_features_in_
     ct = model.covariance_type
     if ct == "full":
@@ -44,20 +49,20 @@ def plot_mixture(model, X, ax=None, *, n_std: float = 2.0, max_points: int = 200
     """Scatter X (N, D) coloured by component, with an ellipse of ``n_std`` standard
     deviations per component. For D > 2 the data and the Gaussians are projected on
     the first two principal axes of X (the projection of N(μ, Σ) is N(Aᵀμ, AᵀΣA))."""
-    x = np.asarray(X.detach().cpu() if isinstance(X, torch.Tensor) else X, dtype=float)
+    x = _np(X)
     if ax is None:
         _, ax = plt.subplots(figsize=(6, 5))
     labels = np.asarray(model.predict(x))
     rng = np.random.default_rng(seed)
     idx = rng.permutation(len(x))[:max_points]
-    means = model.means_.detach().cpu().numpy()
+    means = _np(model.means_)
     centre, a = _projection(x, means)
     px = (x - centre) @ a
     if px.shape[1] == 1:
         px = np.column_stack([px[:, 0], np.zeros(len(px))])
     ax.scatter(px[idx, 0], px[idx, 1], c=labels[idx], s=4, cmap="tab10", alpha=0.5)
     covs = full_covariances(model)
-    weights = model.weights_.detach().cpu().numpy()
+    weights = _np(model.weights_)
     for k in range(model.n_components):  # drawing only: one patch per component
         m = (means[k] - centre) @ a
         c = a.T @ covs[k] @ a
@@ -104,8 +109,8 @@ def plot_density_1d(model, x, ax=None, *, bins: int = 60, labels=None):
         _, ax = plt.subplots(figsize=(7, 4))
     ax.hist(x, bins=bins, density=True, color="0.8", edgecolor="0.6", label="data")
     grid = np.linspace(x.min() - 0.1 * np.ptp(x), x.max() + 0.1 * np.ptp(x), 600)
-    w = model.weights_.detach().cpu().numpy()
-    mu = model.means_.detach().cpu().numpy()[:, 0]
+    w = _np(model.weights_)
+    mu = _np(model.means_)[:, 0]
     var = full_covariances(model)[:, 0, 0]
     dens = w[:, None] * np.exp(-0.5 * (grid[None] - mu[:, None]) ** 2 / var[:, None])
     dens /= np.sqrt(2 * np.pi * var)[:, None]

@@ -47,7 +47,6 @@ import math
 import torch
 from torch.distributions import Beta, Dirichlet, kl_divergence
 
-from varbayes._validation import as_tensor, check_finite
 from varbayes.mixture import _covariance as cv
 from varbayes.mixture._base import COMMON_PARAMETERS, BaseMixture, _Interval, _Optional, _Options
 
@@ -134,8 +133,8 @@ class VariationalGaussianMixture(BaseMixture):
         random_state=None,
         warm_start: bool = False,
         verbose: int = 0,
-        device="cpu",
-        dtype=torch.float64,
+        device=None,
+        dtype=None,
         chunk_size: int | None = None,
         distributed: bool = False,
         learning_decay: float = 0.7,
@@ -171,44 +170,48 @@ class VariationalGaussianMixture(BaseMixture):
 
     # ------------------------------------------------------------------ priors and init
     def _check_init_shapes(self, d: int) -> None:
-        kw = {"dtype": self._dtype, "device": self._device}
         ct = self.covariance_type
         dof = self.degrees_of_freedom_prior
         if dof is not None and not dof > d - 1:
             raise ValueError(
-                f"degrees_of_freedom_prior must be > n_features - 1 = {d - 1}; got {dof!r}"
+                f"The parameter 'degrees_of_freedom_prior' should be greater than {d - 1}, "
+                f"but got {float(dof):.3f}."
             )
         if self.mean_prior is not None:
-            m0 = check_finite(as_tensor(self.mean_prior, "mean_prior", **kw), "mean_prior")
+            m0 = self._as_param(self.mean_prior, "mean_prior")
             if tuple(m0.shape) != (d,):
-                raise ValueError(f"mean_prior must have shape ({d},); got {tuple(m0.shape)}")
+                raise ValueError(
+                    f"The parameter 'mean_prior' should have the shape of ({d},), but got "
+                    f"{tuple(m0.shape)}"
+                )
         if self.covariance_prior is not None:
-            cp = as_tensor(self.covariance_prior, "covariance_prior", **kw)
-            check_finite(cp, "covariance_prior")
+            cp = self._as_param(self.covariance_prior, "covariance_prior")
             shape = {"full": (d, d), "tied": (d, d), "diag": (d,), "spherical": ()}[ct]
             if tuple(cp.shape) != shape:
                 raise ValueError(
-                    f"covariance_prior must have shape {shape} for covariance_type={ct!r}; "
-                    f"got {tuple(cp.shape)}"
+                    f"The parameter '{ct} covariance_prior' should have the shape of {shape}, "
+                    f"but got {tuple(cp.shape)}"
                 )
             if ct in ("full", "tied"):
                 ok = torch.allclose(cp, cp.mT) and int(torch.linalg.cholesky_ex(cp)[1]) == 0
+                what = "symmetric, positive-definite"
             else:
                 ok = bool((cp > 0).all())
+                what = "positive"
             if not ok:
-                raise ValueError("covariance_prior must be symmetric positive definite (or > 0)")
+                raise ValueError(f"'{ct} covariance_prior' should be {what}")
 
     def _priors(self, summary) -> dict:
         kw = {"dtype": self._dtype, "device": self._device}
         d, k, ct = summary["d"], self.n_components, self.covariance_type
         alpha0 = self.weight_concentration_prior
-        m0 = summary["mean"] if self.mean_prior is None else as_tensor(self.mean_prior, "", **kw)
+        m0 = summary["mean"] if self.mean_prior is None else self._as_param(self.mean_prior, "")
         if self.covariance_prior is None:
             n = summary["n"]
             emp = summary["cov"] * n / (n - 1.0)  # ddof = 1, as numpy.cov
             cp = {"diag": emp.diagonal(), "spherical": emp.diagonal().mean()}.get(ct, emp)
         else:
-            cp = as_tensor(self.covariance_prior, "covariance_prior", **kw)
+            cp = self._as_param(self.covariance_prior, "covariance_prior")
         return {
             "alpha0": torch.tensor(1.0 / k if alpha0 is None else float(alpha0), **kw),
             "beta0": torch.tensor(float(self.mean_precision_prior or 1.0), **kw),
@@ -222,8 +225,7 @@ class VariationalGaussianMixture(BaseMixture):
         state.update(self._priors(summary))
         self._state = state
         if self.resp_init is not None:
-            resp = as_tensor(self.resp_init, "resp_init", dtype=self._dtype, device=self._device)
-            check_finite(resp, "resp_init")
+            resp = self._as_param(self.resp_init, "resp_init")
             if tuple(resp.shape) != (x.shape[0], self.n_components):
                 raise ValueError(
                     f"resp_init must have shape ({x.shape[0]}, {self.n_components}); "
@@ -272,7 +274,7 @@ class VariationalGaussianMixture(BaseMixture):
             cov = (cp + nk[:, None] * sk + shrink[:, None] * diff * diff) / nu[:, None]
         else:
             cov = (cp + nk * sk + shrink * (diff * diff).mean(1)) / nu
-        pchol, prec, cov = cv.cholesky_precision(cov, ct, self.reg_covar, type(self).__name__)
+        pchol, prec = cv.cholesky_precision(cov, ct)
         new = dict(st)
         new.update(
             wc=wc, beta=beta, means=means, nu=nu, cov=cov, pchol=pchol, prec=prec, nk=stats["nk"]
@@ -390,26 +392,44 @@ class VariationalGaussianMixture(BaseMixture):
         kl = self._kl_weights(self._state) + self._kl_components(self._state)
         return float(lse) / nb - float(kl) / n_samples
 
-    def _publish(self, st) -> None:
+    def _weights(self, st) -> torch.Tensor:
+        """E_q[π_k] (K,): α_k / Σ α, or the expected stick-breaking weights."""
         wc = st["wc"]
-        if self._dp:
-            self.weight_concentration_ = (wc[0], wc[1])
-            frac = wc[1] / (wc[0] + wc[1])
-            w = wc[0] / (wc[0] + wc[1]) * torch.cat([frac.new_ones(1), torch.cumprod(frac[:-1], 0)])
-            self.weights_ = w / w.sum()
-        else:
-            self.weight_concentration_ = wc
-            self.weights_ = wc / wc.sum()
-        self.mean_precision_ = st["beta"]
-        self.means_ = st["means"] + st["shift"]
-        self.degrees_of_freedom_ = st["nu"]
-        self.covariances_ = st["cov"]
-        self.precisions_ = st["prec"]
-        self.precisions_cholesky_ = st["pchol"]
-        self.n_effective_components_ = int((st["nk"] >= 1.0).sum())
+        if not self._dp:
+            return wc / wc.sum()
+        frac = wc[1] / (wc[0] + wc[1])
+        w = wc[0] / (wc[0] + wc[1]) * torch.cat([frac.new_ones(1), torch.cumprod(frac[:-1], 0)])
+        return w / w.sum()
+
+    def _attributes(self, st) -> dict:
+        """The fitted attributes (tensors, or floats for scalar priors) from the state."""
+        wc = st["wc"]
+        cov0 = st["cov0"]
+        return {
+            "weight_concentration_": (wc[0], wc[1]) if self._dp else wc,
+            "weights_": self._weights(st),
+            "mean_precision_": st["beta"],
+            "means_": st["means"] + st["shift"],
+            "degrees_of_freedom_": st["nu"],
+            "covariances_": st["cov"],
+            "precisions_": st["prec"],
+            "precisions_cholesky_": st["pchol"],
+            "n_effective_components_": int((st["nk"] >= 1.0).sum()),
+            "weight_concentration_prior_": float(st["alpha0"]),
+            "mean_precision_prior_": float(st["beta0"]),
+            "mean_prior_": st["m0"] + st["shift"],
+            "degrees_of_freedom_prior_": float(st["nu0"]),
+            "covariance_prior_": float(cov0) if cov0.ndim == 0 else cov0,
+        }
 
     def save(self, path) -> None:
         """Save the fitted model to the directory ``path`` (safetensors + JSON)."""
         from varbayes.mixture.io import save
 
         save(self, path)
+
+
+class BayesianGaussianMixture(VariationalGaussianMixture):
+    """scikit-learn's name for :class:`VariationalGaussianMixture` (the same estimator),
+    so that ``from varbayes.mixture import BayesianGaussianMixture`` replaces
+    ``from sklearn.mixture import BayesianGaussianMixture``."""
