@@ -103,13 +103,17 @@ def test_variational_partial_fit_approaches_the_cavi_optimum(prior):
     assert online.partial_fit(x[:100], n_samples=len(x)).n_iter_ == 1
 
 
-def test_variational_partial_fit_needs_n_samples():
+def test_variational_partial_fit_checks_n_samples():
+    """n_samples is None (rows seen so far) or an integer N >= the batch size."""
     x = blobs()
-    for bad in (0, -3, 2.5, True, None):
-        with pytest.raises(ValueError, match="n_samples must be an integer >= 1"):
+    for bad in (0, -3, 2.5, True, "many"):
+        with pytest.raises(ValueError, match="n_samples must be None or an integer >= 1"):
             VariationalGaussianMixture(3).partial_fit(x[:100], n_samples=bad)
-    with pytest.raises(TypeError, match="n_samples"):
-        VariationalGaussianMixture(3).partial_fit(x[:100])
+    with pytest.raises(ValueError, match="at least the batch size 100; got 99"):
+        VariationalGaussianMixture(3).partial_fit(x[:100], n_samples=99)
+    a = VariationalGaussianMixture(3, random_state=0).partial_fit(x[:100])
+    b = VariationalGaussianMixture(3, random_state=0).partial_fit(x[:100], n_samples=100)
+    np.testing.assert_array_equal(a.means_, b.means_)  # N = rows seen so far = 100
 
 
 def test_partial_fit_first_batch_and_feature_checks():

@@ -11,9 +11,9 @@ Both share one loop (:mod:`._base`), one chunked E-step and one convergence moni
 """
 
 from varbayes.mixture import _sklearn
+from varbayes.mixture._base import load
 from varbayes.mixture._covariance import DegenerateMixtureWarning
 from varbayes.mixture.gaussian import GaussianMixture
-from varbayes.mixture.io import load
 from varbayes.mixture.variational import BayesianGaussianMixture, VariationalGaussianMixture
 
 __all__ = [

@@ -35,6 +35,7 @@ import torch
 from varbayes._validation import check_finite
 from varbayes.mixture import _covariance as cv
 from varbayes.mixture import distributed as dist
+from varbayes.mixture import io as mio
 from varbayes.mixture._init import INIT_PARAMS, initial_assignment
 from varbayes.mixture._sklearn import (
     convergence_warning,
@@ -45,7 +46,7 @@ from varbayes.mixture._sklearn import (
 )
 from varbayes.monitor import ConvergenceMonitor
 
-__all__ = ["BaseMixture"]
+__all__ = ["BaseMixture", "load"]
 
 NOT_CONVERGED = (
     "Best performing initialization did not converge. Try different init parameters, "
@@ -208,6 +209,11 @@ class BaseMixture:
 
     _parameter_table: dict = COMMON_PARAMETERS
     _supported_covariance_types = cv.COVARIANCE_TYPES
+    _registry: dict[str, type] = {}  # class name -> class, for load
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        BaseMixture._registry[cls.__name__] = cls
 
     # -------------------------------------------------------------- parameters
     def get_params(self, deep: bool = True) -> dict:
@@ -693,21 +699,29 @@ class BaseMixture:
     def _partial_fit(self, X, n_samples):
         """The loop shared by both ``partial_fit``: an E-step on the batch under the
         current state, per-datum statistics ŝ, s_t = (1 - ρ_t) s_{t-1} + ρ_t ŝ_t with
-        ρ_0 = 1 and ρ_t = (t + τ₀)^(-κ), then the subclass's ``_online_step(s_t, n)``."""
+        ρ_0 = 1 and ρ_t = (t + τ₀)^(-κ), then the subclass's ``_online_step(s_t, N)``.
+
+        N is ``n_samples`` (the rows of the whole data set; at least the batch), or, when
+        it is None, the number of rows seen so far, this batch included.
+        """
         first = not hasattr(self, "_online")
         if first:
             self._validate_params()
         x = self._check_X(X, reset=first)
-        if n_samples is not None and n_samples < x.shape[0]:
+        nb = float(x.shape[0])
+        if self._is_distributed:
+            (nbt,) = self._allreduce([torch.tensor(nb, dtype=torch.float64)])
+            nb = float(nbt)
+        if n_samples is not None and n_samples < nb:
             raise ValueError(
                 f"n_samples (N, the rows of the whole data set) must be at least the batch "
-                f"size {x.shape[0]}; got {n_samples:g}"
+                f"size {nb:g}; got {n_samples:g}"
             )
         if first:
-            if x.shape[0] < self.n_components:
+            if nb < self.n_components:
                 raise ValueError(
                     f"X must have at least n_components={self.n_components} samples in the "
-                    f"first partial_fit batch; got {x.shape[0]}"
+                    f"first partial_fit batch; got {nb:g}"
                 )
             self.n_features_in_ = x.shape[1]
             self._fit_like = _like(X)
@@ -715,22 +729,20 @@ class BaseMixture:
             summary = self._data_summary(x)
             self._warned = set()
             self._state = self._initial_state(x, summary, self._generator())
-            self._online = {"t": 0, "summary": summary, "s": None}
+            self._online = {"t": 0, "summary": summary, "s": None, "rows": 0.0}
             self.lower_bounds_ = []
         on = self._online
+        on["rows"] += nb
+        n_total = on["rows"] if n_samples is None else float(n_samples)
         stats, lse = self._pass(x, self._coefficients(self._state))
-        nb = float(x.shape[0])
-        if self._is_distributed:
-            (nbt,) = self._allreduce([torch.tensor(nb, dtype=torch.float64)])
-            nb = float(nbt)
-        bound = self._online_bound(lse, nb, n_samples)
+        bound = self._online_bound(lse, nb, n_total)
         s_hat = {k: v / nb for k, v in stats.items()}
         rho = 1.0 if on["t"] == 0 else (on["t"] + self.learning_offset) ** (-self.learning_decay)
         if on["s"] is None:
             on["s"] = s_hat
         else:
             on["s"] = {k: (1.0 - rho) * on["s"][k] + rho * s_hat[k] for k in s_hat}
-        self._state = self._online_step(on["s"], n_samples)
+        self._state = self._online_step(on["s"], n_total)
         on["t"] += 1
         self.lower_bounds_.append(bound)
         self.lower_bound_ = bound
@@ -834,3 +846,168 @@ class BaseMixture:
             z = eps * cov[labels].sqrt()[:, None]
         xs = st["means"][labels] + st["shift"] + z
         return self._out(xs), self._out(labels)
+
+    # ------------------------------------------------------------------ persistence
+    def _state_shapes(self, d: int) -> dict[str, tuple]:
+        """Name -> shape of every tensor of the fitted state (the saved ``state.*``)."""
+        cov = self._precision_shape(d)
+        return {
+            "shift": (d,),
+            "means": (self.n_components, d),
+            "cov": cov,
+            "prec": cov,
+            "pchol": cov,
+        }
+
+    def _precision_shape(self, d: int) -> tuple:
+        k = self.n_components
+        return {"full": (k, d, d), "tied": (d, d), "diag": (k, d), "spherical": (k,)}[
+            self.covariance_type
+        ]
+
+    def save(self, path) -> None:
+        """Save the fitted model to the directory ``path`` (safetensors + JSON).
+
+        The save is atomic as a whole (:mod:`varbayes.mixture.io`): ``path`` then holds
+        the complete new model, or, after a failure, what it held before.
+        """
+        self._check_fitted()
+        params, tensors, array_params, not_saved = {}, {}, [], []
+        for k, v in self.get_params().items():
+            if isinstance(v, np.generic):  # NumPy scalars are saved as Python ones
+                v = v.item()
+            if k == "dtype" and v is not None:
+                v = str(self._dtype_param).removeprefix("torch.")
+            elif k == "device" and v is not None:
+                v = str(v)
+            if v is None or isinstance(v, (bool, int, float, str)):
+                params[k] = v
+            elif isinstance(v, (torch.Tensor, np.ndarray, list, tuple)):
+                # *_init and priors given as arrays: saved as tensors, passed back on load
+                a = v.detach().cpu() if isinstance(v, torch.Tensor) else v
+                tensors[f"param.{k}"] = torch.as_tensor(np.asarray(a, dtype=np.float64))
+                array_params.append(k)
+            else:  # a generator as random_state: its state is not saved
+                params[k] = None
+                not_saved.append(k)
+        for k, v in self._state.items():
+            if isinstance(v, torch.Tensor) and k != "iu":
+                tensors[f"state.{k}"] = v
+        finite = [float(b) for b in self.lower_bounds_]
+        config = {
+            "format_version": mio.FORMAT_VERSION,
+            "class": type(self).__name__,
+            "params": params,
+            "array_params": array_params,
+            "not_saved": not_saved,
+            "fit_input": "numpy" if self._fit_like is None else "torch",
+            "n_features_in_": int(self.n_features_in_),
+            "n_iter_": int(self.n_iter_),
+            "converged_": bool(self.converged_),
+            "lower_bound_": float(self.lower_bound_) if math.isfinite(self.lower_bound_) else None,
+            "lower_bounds_": finite,
+        }
+        mio.write_model(path, config, tensors)
+
+    @classmethod
+    def load(cls, path, *, device=None):
+        """Restore a model written by :meth:`save` from the directory ``path``.
+
+        Everything is checked before a model is returned: the class (one of a fixed
+        list), the hyper-parameters, and every state tensor against them (names, shapes
+        for n_components, n_features_in_ and covariance_type, floating dtype, finite
+        values). A damaged or edited file is one ValueError naming it. ``device``
+        overrides the saved one. Attributes are NumPy arrays, or tensors on ``device`` if
+        the model was fitted on tensors.
+        """
+        config, tensors = mio.read_model(path)
+
+        def bad_config(msg):
+            return mio.config_error(path, msg)
+
+        name = config.get("class")
+        registry = BaseMixture._registry
+        if not isinstance(name, str) or name not in registry:
+            raise bad_config(f"names class {name!r}; expected one of {sorted(registry)}")
+        klass = registry[name]
+        if not issubclass(klass, cls):
+            raise bad_config(f"holds a {name}, not a {cls.__name__}")
+        if config.get("format_version") != mio.FORMAT_VERSION:
+            raise bad_config(
+                f"format_version {config.get('format_version')!r}; expected {mio.FORMAT_VERSION}"
+            )
+        params = config.get("params")
+        if not isinstance(params, dict):
+            raise bad_config(f"'params' must be an object; got {params!r:.80}")
+        params = dict(params)
+        array_params = config.get("array_params", [])
+        if not isinstance(array_params, list):
+            raise bad_config(f"'array_params' must be a list; got {array_params!r:.80}")
+        for k in array_params:
+            if f"param.{k}" not in tensors:
+                raise mio.weights_error(path, f"the saved parameter {k!r} is missing")
+            params[k] = tensors[f"param.{k}"]
+        if device is not None:
+            params["device"] = str(device)
+        try:
+            model = klass(**params)
+            model._validate_params()
+        except (TypeError, ValueError) as exc:
+            raise bad_config(f"invalid hyper-parameters ({exc})") from None
+        d = config.get("n_features_in_")
+        if isinstance(d, bool) or not isinstance(d, int) or d < 1:
+            raise bad_config(f"'n_features_in_' must be an integer >= 1; got {d!r:.80}")
+        n_iter, converged = config.get("n_iter_"), config.get("converged_")
+        bound, bounds = config.get("lower_bound_"), config.get("lower_bounds_")
+        if isinstance(n_iter, bool) or not isinstance(n_iter, int) or n_iter < 0:
+            raise bad_config(f"'n_iter_' must be an integer >= 0; got {n_iter!r:.80}")
+        if not isinstance(converged, bool):
+            raise bad_config(f"'converged_' must be true or false; got {converged!r:.80}")
+        if not (bound is None or mio.is_number(bound)):
+            raise bad_config(f"'lower_bound_' must be a finite number or null; got {bound!r:.80}")
+        if not (isinstance(bounds, list) and all(mio.is_number(b) for b in bounds)):
+            raise bad_config(
+                f"'lower_bounds_' must be a list of finite numbers; got {bounds!r:.80}"
+            )
+        state = {k[len("state.") :]: v for k, v in tensors.items() if k.startswith("state.")}
+        expected = model._state_shapes(d)
+        what = (
+            f"n_components={model.n_components}, n_features_in_={d}, "
+            f"covariance_type={model.covariance_type!r}"
+        )
+        if set(state) != set(expected):
+            raise mio.weights_error(
+                path, f"state tensors {sorted(state)}; a {name} with {what} has {sorted(expected)}"
+            )
+        dtypes = {v.dtype for v in state.values()}
+        if len(dtypes) != 1 or not dtypes <= {torch.float32, torch.float64}:
+            raise mio.weights_error(
+                path, f"state dtypes {sorted(map(str, dtypes))}; expected one of float32 or float64"
+            )
+        for k, shape in expected.items():
+            t = state[k]
+            if tuple(t.shape) != shape:
+                raise mio.weights_error(
+                    path, f"state {k!r} has shape {tuple(t.shape)}; expected {shape} for {what}"
+                )
+            if not bool(torch.isfinite(t).all()):
+                raise mio.weights_error(path, f"state {k!r} holds NaN or infinite values")
+        model._dtype = dtypes.pop()
+        model._device = model._device_param or torch.device("cpu")
+        model._state = {k: v.to(model._device) for k, v in state.items()}
+        model._state["iu"] = cv.tri_indices(d, model._device)
+        model._state["d"] = d
+        model._fit_like = model._device if config.get("fit_input") == "torch" else None
+        model.n_features_in_ = d
+        model.n_iter_ = n_iter
+        model.converged_ = converged
+        model.lower_bound_ = -math.inf if bound is None else float(bound)
+        model.lower_bounds_ = [float(b) for b in bounds]
+        model._publish(model._state)
+        return model
+
+
+def load(path, *, device=None):
+    """Restore a :class:`GaussianMixture` or :class:`VariationalGaussianMixture` (or
+    ``BayesianGaussianMixture``) saved with ``model.save(path)``; see :meth:`BaseMixture.load`."""
+    return BaseMixture.load(path, device=device)

@@ -126,11 +126,8 @@ class GaussianMixture(BaseMixture):
         self.learning_offset = learning_offset
 
     # ------------------------------------------------------------------ init
-    def _precision_shape(self, d: int) -> tuple:
-        k = self.n_components
-        return {"full": (k, d, d), "tied": (d, d), "diag": (k, d), "spherical": (k,)}[
-            self.covariance_type
-        ]
+    def _state_shapes(self, d: int) -> dict[str, tuple]:
+        return {**super()._state_shapes(d), "weights": (self.n_components,)}
 
     def _init_array(self, value, name: str, shape: tuple) -> torch.Tensor:
         """A ``*_init`` array as a finite tensor of ``shape`` (scikit-learn's messages)."""
@@ -301,10 +298,3 @@ class GaussianMixture(BaseMixture):
         self._check_fitted()
         n = self._check_X(X, reset=False).shape[0]
         return float(-2.0 * self.score(X) * n + 2.0 * self._n_parameters())
-
-    # ------------------------------------------------------------------ persistence
-    def save(self, path) -> None:
-        """Save the fitted model to the directory ``path`` (safetensors + JSON)."""
-        from varbayes.mixture.io import save
-
-        save(self, path)

@@ -43,6 +43,7 @@ for stationarity of the bound at its fixed point instead.
 from __future__ import annotations
 
 import math
+import numbers
 
 import torch
 from torch.distributions import Beta, Dirichlet, kl_divergence
@@ -167,6 +168,21 @@ class VariationalGaussianMixture(BaseMixture):
     @property
     def _dp(self) -> bool:
         return self.weight_concentration_prior_type == "dirichlet_process"
+
+    def _state_shapes(self, d: int) -> dict[str, tuple]:
+        k, ct = self.n_components, self.covariance_type
+        return {
+            **super()._state_shapes(d),
+            "alpha0": (),
+            "beta0": (),
+            "nu0": (),
+            "m0": (d,),
+            "cov0": {"full": (d, d), "tied": (d, d), "diag": (d,), "spherical": ()}[ct],
+            "wc": (2, k) if self._dp else (k,),
+            "beta": (k,),
+            "nu": () if ct == "tied" else (k,),
+            "nk": (k,),
+        }
 
     # ------------------------------------------------------------------ priors and init
     def _check_init_shapes(self, d: int) -> None:
@@ -357,7 +373,7 @@ class VariationalGaussianMixture(BaseMixture):
         return lse - self._kl_weights(st) - self._kl_components(st)
 
     # ------------------------------------------------------------------ stochastic VI
-    def partial_fit(self, X, y=None, *, n_samples: int):
+    def partial_fit(self, X, y=None, *, n_samples: int | None = None):
         """One step of stochastic variational inference (Hoffman et al. 2013) on the
         minibatch X (B, D) of a data set of ``n_samples`` = N rows; returns ``self``.
 
@@ -376,13 +392,20 @@ class VariationalGaussianMixture(BaseMixture):
         initialises from its batch, and the default ``mean_prior`` and
         ``covariance_prior`` are that batch's mean and covariance: give them explicitly
         for a stream whose first batch is not representative. A later ``fit`` starts
-        afresh.
+        afresh. ``n_samples`` must be at least the batch size; None (for a stream of
+        unknown length) takes N as the number of rows seen so far, this batch included,
+        so q(θ) is the posterior of the data seen so far.
         """
-        if isinstance(n_samples, bool) or not isinstance(n_samples, int) or n_samples < 1:
+        if n_samples is not None and (
+            isinstance(n_samples, bool)
+            or not isinstance(n_samples, numbers.Integral)
+            or n_samples < 1
+        ):
             raise ValueError(
-                f"n_samples must be an integer >= 1 (N, rows in the data set); got {n_samples!r}"
+                "n_samples must be None or an integer >= 1 (N, rows in the data set); "
+                f"got {n_samples!r}"
             )
-        return self._partial_fit(X, float(n_samples))
+        return self._partial_fit(X, None if n_samples is None else float(n_samples))
 
     def _online_step(self, s, n_samples):
         stats = {k: n_samples * v for k, v in s.items()}
@@ -421,12 +444,6 @@ class VariationalGaussianMixture(BaseMixture):
             "degrees_of_freedom_prior_": float(st["nu0"]),
             "covariance_prior_": float(cov0) if cov0.ndim == 0 else cov0,
         }
-
-    def save(self, path) -> None:
-        """Save the fitted model to the directory ``path`` (safetensors + JSON)."""
-        from varbayes.mixture.io import save
-
-        save(self, path)
 
 
 class BayesianGaussianMixture(VariationalGaussianMixture):
