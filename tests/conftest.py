@@ -26,3 +26,28 @@ def _one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="session")
+def quick_tour(tmp_path_factory):
+    """One `--quick` tour (all six sections), reusing a small VAE trained on the digits.
+
+    Shared by tests/test_tour.py (each number against an independent computation) and
+    tests/browser/test_tour_report.py (the report in a browser). About a minute.
+    """
+    pytest.importorskip("sklearn")
+    from varbayes.tour import TourSettings, run_tour
+    from varbayes.vae import VAEConfig
+    from varbayes.vae.train import train
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        run = tmp_path_factory.mktemp("tour-vae")
+        cfg = VAEConfig.for_dataset("digits", hidden=(32,), epochs=5, batch_size=64)
+        train(cfg, run, progress=False)
+        out = tmp_path_factory.mktemp("tour")
+        result = run_tour(TourSettings(out=out, quick=True, vae_run=run, progress=False))
+    finally:
+        torch.set_num_threads(threads)
+    return result

@@ -15,7 +15,7 @@ import sys
 from varbayes import __version__
 
 # Modules of this package that add a sub-command, in the order --help lists them.
-SUBCOMMANDS = ["conjugate", "gmm", "vi", "vae"]
+SUBCOMMANDS = ["conjugate", "gmm", "vi", "vae", "tour"]
 
 
 def build_parser() -> argparse.ArgumentParser:
