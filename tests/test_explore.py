@@ -102,6 +102,10 @@ def test_plane_of_a_larger_latent_is_spanned_by_the_first_two_principal_axes():
     [
         (dict(architecture="conv", image_shape=(8, 8), hidden=(16,)), "one-layer MLP decoder"),
         (dict(likelihood="continuous-bernoulli", image_shape=(8, 8)), "likelihood must be one of"),
+        (
+            dict(stochastic_layers=2, kl="mc", image_shape=(8, 8), hidden=(16,)),
+            "one stochastic layer; this run has stochastic_layers=2",
+        ),
     ],
 )
 def test_page_refuses_what_it_cannot_draw(config, message):
@@ -109,6 +113,16 @@ def test_page_refuses_what_it_cannot_draw(config, message):
     x, _ = digits_test_images(4)
     with pytest.raises(ValueError, match=message):
         explore_data(model, x)
+
+
+def test_page_draws_the_decoder_of_a_vampprior_vae():
+    """The VampPrior changes p(z), not p(x|z): the page embeds the same MLP decoder."""
+    model = random_vae(7, image_shape=(8, 8), hidden=(16,), prior="vampprior", kl="mc",
+                       num_pseudo_inputs=5)  # fmt: skip
+    x, labels = digits_test_images(20)
+    payload = page_payload(page_for(model, x, labels))
+    z = np.array([0.3, -1.2])
+    np.testing.assert_allclose(numpy_decode(payload, z), torch_mean_image(model, z), atol=1e-6)
 
 
 def test_page_refuses_a_decoder_it_does_not_know():

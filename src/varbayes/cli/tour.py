@@ -24,8 +24,8 @@ def register(sub) -> None:
                    help="a short tour (at most about 3 minutes on 2 CPU cores)")  # fmt: skip
     p.add_argument("--vae", type=Path, default=None, metavar="RUN",
                    help="reuse this trained VAE run instead of training one")  # fmt: skip
-    p.add_argument("--out", type=Path, default=Path("tour"), help="output folder")
-    p.add_argument("--seed", type=int, default=0, help="seed of every section")
+    p.add_argument("--out", type=Path, default=Path("tour"), help="output folder (default: tour)")
+    p.add_argument("--seed", type=int, default=0, help="seed of every section (default: 0)")
     p.add_argument("--data-root", type=Path, default=None, help="MNIST data directory")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument(

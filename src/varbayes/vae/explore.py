@@ -120,6 +120,11 @@ def _decoder_layers(model: VAE) -> list[tuple[np.ndarray, np.ndarray]]:
             f"the explore page draws E[x|z] = sigmoid(decoder output), so likelihood must be "
             f"one of {sorted(EXPLORE_LIKELIHOODS)}; this run has likelihood={cfg.likelihood!r}"
         )
+    if cfg.stochastic_layers != 1:
+        raise ValueError(
+            "the explore page draws the decoder p(x|z) of a VAE with one stochastic layer; "
+            f"this run has stochastic_layers={cfg.stochastic_layers}"
+        )
     link = getattr(model.likelihood, "link", "sigmoid")
     if link != "sigmoid":
         raise ValueError(f"the explore page needs the sigmoid link; this likelihood has {link!r}")
