@@ -393,3 +393,17 @@ def test_cli_trains_and_evaluates_vampprior_and_two_layer_models(
     ev = ["vae", "eval", str(run), "--data-root", mnist_root, "--k", "4", "--test-size", "20"]
     assert main([*ev, "--no-progress"]) == 0
     assert json.loads((run / "eval.json").read_text())["nll"] > 0
+
+
+def test_scaled_burda_schedule_keeps_the_stages_in_proportion():
+    """burda-scaled over 3,280 epochs is burda; over 328 epochs stage i spans a tenth."""
+    full = VAEConfig(lr_schedule="burda", epochs=3280)
+    scaled = full.replace(lr_schedule="burda-scaled")
+    assert [scaled.learning_rate(e) for e in range(3280)] == [
+        full.learning_rate(e) for e in range(3280)
+    ]
+    short = full.replace(lr_schedule="burda-scaled", epochs=328)
+    assert [short.learning_rate(e) for e in range(328)] == [
+        full.learning_rate(10 * e) for e in range(328)
+    ]
+    assert short.learning_rate(327) == pytest.approx(1e-3 * 10**-1)

@@ -14,6 +14,7 @@ from varbayes.vae.config import (
     DATASETS,
     KL_ESTIMATORS,
     LIKELIHOODS,
+    LR_SCHEDULES,
     OBJECTIVES,
     PRIORS,
     VAEConfig,
@@ -77,7 +78,7 @@ _CONFIG_OPTIONS = [
     ("--epochs", "epochs", int, None, "number of epochs"),
     ("--batch-size", "batch_size", int, None, "minibatch size"),
     ("--lr", "lr", float, None, "Adam learning rate"),
-    ("--lr-schedule", "lr_schedule", str, ("constant", "burda"), "learning-rate schedule"),
+    ("--lr-schedule", "lr_schedule", str, LR_SCHEDULES, "learning-rate schedule"),
     ("--seed", "seed", int, None, "seed of weights, data order and noise"),
 ]
 

@@ -41,7 +41,7 @@ DATASET_DEFAULTS: dict[str, dict] = {
 }
 """Per-data-set defaults that :meth:`VAEConfig.for_dataset` fills in (fields not given)."""
 BINARIZATIONS = ("auto", "dynamic", "none")
-LR_SCHEDULES = ("constant", "burda")
+LR_SCHEDULES = ("constant", "burda", "burda-scaled")
 
 
 def _is_int(v) -> bool:
@@ -99,7 +99,8 @@ class VAEConfig:
         ``batch_size``; ``seed`` fixes initial weights, data order and all noise.
     lr_schedule : ``"constant"``, or ``"burda"``: Burda et al. (2015)'s schedule, 3^i
         epochs at ``lr``·10^(−i/7) for i = 0, 1, …, 7 (3,280 epochs in all; the last
-        rate is kept beyond them).
+        rate is kept beyond them), or ``"burda-scaled"``: the same eight stages squeezed
+        (or stretched) into ``epochs`` (stage i takes 3^i/3280 of them).
     """
 
     latent_dim: int = 2
@@ -249,8 +250,10 @@ class VAEConfig:
         """The learning rate of (0-based) ``epoch`` under ``lr_schedule``."""
         if self.lr_schedule == "constant":
             return self.lr
+        # burda-scaled: the same stages, on a clock of 3280 / epochs Burda epochs per epoch
+        e = epoch if self.lr_schedule == "burda" else epoch * 3280 / self.epochs
         i, end = 0, 1
-        while epoch >= end and i < 7:
+        while e >= end and i < 7:
             i += 1
             end += 3**i
         return self.lr * 10 ** (-i / 7)

@@ -221,7 +221,8 @@ class Trainer:
         Training/validation tensors (N, D) in [0, 1]; default: :func:`load_vae_data`
         of ``config`` from ``data_root``.
     device : ``"cpu"``, ``"cuda"``, ... (under torchrun with CUDA, ``cuda:LOCAL_RANK``).
-    compile : wrap the model's forward (the loss) in ``torch.compile``.
+    compile : wrap the model's forward (the loss) in ``torch.compile``; a string is its
+        ``mode`` (``"reduce-overhead"``: CUDA graphs on a GPU).
     progress : show a tqdm bar with ELBO, reconstruction term and KL (rank 0 only).
     verbose : print one summary line per epoch (rank 0 only).
     log_every : batches between host reads of the metrics (bar, NaN check, Ctrl-C
@@ -241,7 +242,7 @@ class Trainer:
         data: VAEData | None = None,
         data_root: str | os.PathLike | None = None,
         device: str | torch.device = "cpu",
-        compile: bool = False,
+        compile: bool | str = False,
         progress: bool = True,
         verbose: bool = False,
         log_every: int = 50,
@@ -416,7 +417,8 @@ class Trainer:
             net = torch.nn.parallel.DistributedDataParallel(
                 model, device_ids=[dev.index] if dev.type == "cuda" else None
             )
-        forward = torch.compile(net) if self.compile else net
+        mode = self.compile if isinstance(self.compile, str) else None
+        forward = torch.compile(net, mode=mode) if self.compile else net
         return _Run(model, forward, opt, train_x, val_x, n_batches), state
 
     def _load_or_init(self, resume: bool) -> tuple[VAE, dict | None]:
