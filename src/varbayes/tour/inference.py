@@ -163,7 +163,8 @@ def latent_variables(settings, tick) -> Section:
     x, _ = height_mixture_data(settings.seed)
     X = x.reshape(-1, 1)
     gm = GaussianMixture(3, tol=1e-8, max_iter=1000, random_state=settings.seed).fit(X)
-    order = np.argsort(gm.means_[:, 0].numpy())
+    means, weights = np.asarray(gm.means_)[:, 0], np.asarray(gm.weights_)  # NumPy in, NumPy out
+    order = np.argsort(means)
     s = Section(
         "latent",
         "Latent variable models",
@@ -174,9 +175,9 @@ def latent_variables(settings, tick) -> Section:
         "components it does not need.",
     )
     f = s.facts
-    f["weights"] = gm.weights_[order].tolist()
-    f["means"] = gm.means_[order, 0].tolist()
-    f["stds"] = gm.covariances_[order, 0, 0].sqrt().tolist()
+    f["weights"] = weights[order].tolist()
+    f["means"] = means[order].tolist()
+    f["stds"] = np.sqrt(np.asarray(gm.covariances_)[order, 0, 0]).tolist()
     f["n_iter"] = int(gm.n_iter_)
     f["elbo_trace"] = [float(v) for v in gm.lower_bounds_]
     f["log_likelihood"] = float(gm.score(X))
@@ -238,7 +239,7 @@ def latent_variables(settings, tick) -> Section:
         tol=1e-8,
         random_state=settings.seed,
     ).fit(X)
-    w = vb.weights_.numpy() if hasattr(vb.weights_, "numpy") else np.asarray(vb.weights_)
+    w = np.asarray(vb.weights_)
     f["vb_weights"] = sorted(w.tolist(), reverse=True)
     f["vb_effective"] = int(vb.n_effective_components_)
     fig, ax = plt.subplots(figsize=(6, 3))
