@@ -114,15 +114,15 @@ def fit_model(
                 seed, {"log_density": value},
             )  # fmt: skip
         neg_h = -laplace(model, z_map)
-        family = _family(guide, model, neg_h, rank)
+        family = _family(guide, model, z_map, neg_h, rank)
         if guide == "laplace":
-            q, trace, steps, converged = family.to_q(z_map, None), map_trace, 0, map_ok
+            q, trace, steps, converged = family.to_q(None), map_trace, 0, map_ok
             message = "Laplace approximation at the MAP"
         else:
             eps = _fixed_draws(num_draws, family.noise_dim, d, gen, z_map)
-            objective = _deterministic_elbo(model, family, z_map, eps)
+            objective = _deterministic_elbo(model, family, eps)
             lam, trace, converged, message = _maximise(objective, family.init(gen), max_iter, gtol)
-            q, steps = family.to_q(z_map, lam.detach()), len(trace)
+            q, steps = family.to_q(lam), len(trace)
         elbo, se, khat = _check(model, q, num_check, gen)
     post = Posterior(
         model, q, guide, elbo, se, khat, trace, steps, converged, message, seed,
@@ -131,8 +131,9 @@ def fit_model(
     if khat > KHAT_THRESHOLD:
         warnings.warn(
             f"PSIS k̂ = {khat:.2f} > {KHAT_THRESHOLD}: the {guide} q is far from the posterior; "
-            "its draws are not importance-resampled and may be wrong (try guide='fullrank' "
-            "or a reparameterization of the model)",
+            "its draws are not importance-resampled and may be wrong ("
+            + ("try guide='fullrank'" if guide != "fullrank" else "reparameterize the model")
+            + ")",
             PSISWarning,
             stacklevel=3,
         )
@@ -163,113 +164,105 @@ def laplace(model: Model, z: torch.Tensor) -> torch.Tensor:
 
 # ----------------------------------------------------------------------------- families
 class _Gaussian:
-    """A Gaussian family over w with z = ẑ + C w; λ a flat vector (see module docstring)."""
+    """A Gaussian family q_λ(z), written in the whitened coordinates of the Laplace fit.
 
-    def __init__(self, d, chol, diag, blocks=None, rank=0):
-        self.d, self.chol, self.diag, self.rank = d, chol, diag, rank
+    With C the Cholesky factor of (-H)⁻¹ (``mean_map``), c = (-H_dd)^{-1/2} (``diag``)
+    and s = e^ρ, a draw from fixed noise ε is
+
+    ``"fullrank"``  z = ẑ + C(μ + s ⊙ (I + N)ε)            log|Σ|/2 = log|C| + Σρ
+    ``"block"``     z = ẑ + Cμ + B(s ⊙ (I + N_b)ε)          log|B| + Σρ
+    ``"meanfield"`` z = ẑ + Cμ + (c ⊙ s) ⊙ ε                Σ log(c s)
+    ``"lowrank"``   z = ẑ + Cμ + (c ⊙ s) ⊙ ε₁ + (CW) ε₂     Σ log(c s) + ½ log|I + VᵀD⁻²V|
+
+    (N strictly lower; N_b its within-site blocks, B the block-diagonal Cholesky factor
+    of the per-site (-H_bb)⁻¹; V = CW, D = c ⊙ s). The mean is always mapped by the
+    full C, which leaves the family unchanged but makes the objective well conditioned
+    in μ however correlated the posterior; λ = 0 is the Laplace fit (μ = 0, s = 1, N = 0,
+    W ≈ 0)."""
+
+    def __init__(self, kind, z_map, neg_h, blocks, rank):
+        d = z_map.shape[0]
+        self.kind, self.d, self.z_map, self.rank = kind, d, z_map, rank
+        self.mean_map = _chol_of_inverse(neg_h)
+        self.diag = _conditional_scales(neg_h)
+        self.scale_map = self.mean_map
         self.mask = None
-        if blocks is not None:  # block: strictly-lower entries inside each site only
-            i, j = torch.tril_indices(d, d, -1)
+        if kind == "block":
+            self.scale_map = torch.zeros_like(self.mean_map)
             site = torch.zeros(d, dtype=torch.long)
             for k, (a, b) in enumerate(blocks):
+                self.scale_map[a:b, a:b] = _chol_of_inverse(neg_h[a:b, a:b])
                 site[a:b] = k
-            self.mask = site[i] == site[j]
-
-    # layout
-    @property
-    def full(self):
-        return self.chol is not None
-
-    @property
-    def noise_dim(self):
-        return self.d + self.rank
-
-    def n_params(self):
-        d = self.d
-        if self.rank:
-            return 2 * d + d * self.rank
-        return 2 * d + (d * (d - 1) // 2 if self.full else 0)
+            i, j = torch.tril_indices(d, d, -1)
+            self.mask = (site[i] == site[j]).to(z_map.dtype)
+        self.noise_dim = d + rank
+        n_tril = d * (d - 1) // 2 if kind in ("fullrank", "block") else 0
+        self.num_params = 2 * d + n_tril + d * rank
 
     def init(self, gen):
-        lam = torch.zeros(self.n_params(), dtype=self.dtype)
+        lam = torch.zeros(self.num_params, dtype=self.z_map.dtype)
         if self.rank:  # W = 0 is a saddle point of the ELBO: start W small
-            w = torch.randn(self.d * self.rank, generator=gen, dtype=self.dtype)
+            w = torch.randn(self.d * self.rank, generator=gen, dtype=lam.dtype)
             lam[2 * self.d :] = 1e-2 * w
         return lam
 
-    def unpack(self, lam):
+    def _parts(self, lam):
         d = self.d
         mu, rho, rest = lam[:d], lam[d : 2 * d], lam[2 * d :]
         return mu, rho, rest
 
-    def tril(self, rest):
+    def _unit_lower(self, rest):
         d = self.d
         i, j = torch.tril_indices(d, d, -1)
-        vals = rest if self.mask is None else rest * self.mask.to(rest.dtype)
+        vals = rest if self.mask is None else rest * self.mask
         return rest.new_zeros(d, d).index_put((i, j), vals)
 
-    def w(self, lam, eps):
-        """w (M, D) for the fixed draws ε (M, noise_dim); and the entropy of q_w minus its
-        constant (D/2)(1 + log 2π)."""
-        mu, rho, rest = self.unpack(lam)
+    def draw(self, lam, eps):
+        """z (M, D) for the noise ε (M, noise_dim), and the entropy H[q_λ]."""
+        mu, rho, rest = self._parts(lam)
         s = rho.exp()
+        loc = self.z_map + self.mean_map @ mu
         e = eps[:, : self.d]
+        const = 0.5 * self.d * (1 + _LOG_2PI)
+        if self.kind in ("fullrank", "block"):
+            w = (e + e @ self._unit_lower(rest).T) * s
+            log_det = self.scale_map.diagonal().log().sum() + rho.sum()
+            return loc + w @ self.scale_map.T, log_det + const
+        sd = self.diag * s
+        z = loc + e * sd
+        log_det = sd.log().sum()
         if self.rank:
-            W = rest.view(self.d, self.rank)
-            w = mu + e * s + eps[:, self.d :] @ W.T
-            small = torch.eye(self.rank, dtype=lam.dtype) + (W.T / (s * s)) @ W
-            return w, rho.sum() + 0.5 * torch.logdet(small)
-        if self.full or self.mask is not None:
-            e = e + e @ self.tril(rest).T
-        return mu + e * s, rho.sum()
+            v = self.mean_map @ rest.view(self.d, self.rank)
+            z = z + eps[:, self.d :] @ v.T
+            small = torch.eye(self.rank, dtype=lam.dtype) + (v.T / (sd * sd)) @ v
+            log_det = log_det + 0.5 * torch.logdet(small)
+        return z, log_det + const
 
-    def z(self, z_map, w):
-        return z_map + (w @ self.chol.T if self.full else w * self.diag)
-
-    def log_det_c(self):
-        return (self.chol.diagonal() if self.full else self.diag).log().sum()
-
-    def to_q(self, z_map, lam):
-        d = self.d
-        if lam is None:  # Laplace: λ = 0
-            lam = torch.zeros(self.n_params(), dtype=self.dtype)
-        mu, rho, rest = self.unpack(lam)
+    def to_q(self, lam):
+        """q_λ as a torch Distribution over z (event shape (D,))."""
+        if lam is None:  # the Laplace approximation N(ẑ, (-H)⁻¹)
+            return MultivariateNormal(self.z_map, scale_tril=self.mean_map, validate_args=False)
+        mu, rho, rest = self._parts(lam)
         s = rho.exp()
+        loc = self.z_map + self.mean_map @ mu
+        if self.kind in ("fullrank", "block"):
+            eye = torch.eye(self.d, dtype=lam.dtype)
+            tril = self.scale_map @ (s[:, None] * (eye + self._unit_lower(rest)))
+            return MultivariateNormal(loc, scale_tril=tril, validate_args=False)
+        sd = self.diag * s
         if self.rank:
-            W = rest.view(d, self.rank)
-            return LowRankMultivariateNormal(
-                z_map + self.diag * mu, self.diag[:, None] * W, (self.diag * s) ** 2,
-                validate_args=False,
-            )  # fmt: skip
-        if self.full:
-            L = self.chol @ (s[:, None] * (torch.eye(d, dtype=lam.dtype) + self.tril(rest)))
-            return MultivariateNormal(z_map + self.chol @ mu, scale_tril=L, validate_args=False)
-        return Independent(
-            Normal(z_map + self.diag * mu, self.diag * s, validate_args=False), 1,
-            validate_args=False,
-        )  # fmt: skip
+            v = self.mean_map @ rest.view(self.d, self.rank)
+            return LowRankMultivariateNormal(loc, v, sd * sd, validate_args=False)
+        return Independent(Normal(loc, sd, validate_args=False), 1, validate_args=False)
 
 
-def _family(guide, model, neg_h, rank):
-    d = model.dim
-    dtype = neg_h.dtype
-    if guide in ("fullrank", "laplace"):
-        chol = _chol_of_inverse(neg_h)
-        fam = _Gaussian(d, chol, None)
-    elif guide == "block":
-        blocks = [(s.start, s.stop) for s in model.latents]
-        chol = torch.zeros(d, d, dtype=dtype)
-        for a, b in blocks:
-            chol[a:b, a:b] = _chol_of_inverse(neg_h[a:b, a:b])
-        fam = _Gaussian(d, chol, None, blocks=blocks)
-    else:
-        diag = _conditional_scales(neg_h)
-        r = 0
-        if guide == "lowrank":
-            r = check_int(rank, "rank", minimum=1) if rank is not None else math.ceil(d**0.5)
-        fam = _Gaussian(d, None, diag, rank=r)
-    fam.dtype = dtype
-    return fam
+def _family(guide, model, z_map, neg_h, rank):
+    r = 0
+    if guide == "lowrank":
+        d = model.dim
+        r = check_int(rank, "rank", minimum=1) if rank is not None else math.ceil(d**0.5)
+    blocks = [(s.start, s.stop) for s in model.latents]
+    return _Gaussian(guide, z_map, neg_h, blocks, r)
 
 
 def _chol_of_inverse(a):
@@ -302,74 +295,109 @@ def _fixed_draws(m, noise_dim, d, gen, like):
     return eps / eps.pow(2).mean(0).sqrt()
 
 
-def _deterministic_elbo(model, family, z_map, eps):
-    const = family.log_det_c() + 0.5 * family.d * (1 + _LOG_2PI)
+def _deterministic_elbo(model, family, eps):
+    """λ ↦ ELBO_M(λ) = mean_m log p(x, z_m(λ)) + H[q_λ] for the fixed noise ε."""
 
     def objective(lam):
-        w, entropy = family.w(lam, eps)
-        return model.log_density(family.z(z_map, w)).mean() + entropy + const
+        z, entropy = family.draw(lam, eps)
+        return model.log_density(z).mean() + entropy
 
     return objective
 
 
-def _maximise(objective, x0, max_iter, gtol):
-    """Maximise ``objective`` by L-BFGS (history 50, strong Wolfe), one iteration per step.
+def _maximise(objective, x0, max_iter, gtol, history=30):
+    """Maximise a smooth deterministic ``objective`` by L-BFGS (Nocedal and Wright 2006,
+    Alg. 7.4: two-loop recursion, initial scaling sᵀy/yᵀy) with a backtracking Armijo line
+    search (c₁ = 1e-4, halving; a trial point where the objective is not finite or the
+    model fails, e.g. a Cholesky factorization, is rejected like a worse one).
 
-    Stops when max |∇| ≤ gtol (``gtol=None``: ≤ 1e-8·max(1, |f|)) or the relative change
-    of f falls below 1e-13 (converged), or after ``max_iter`` iterations. A non-finite
-    f or x raises :class:`NonFiniteObjectiveError` naming the iteration.
-    Returns ``(x, trace, converged, message)``."""
-    x = x0.detach().clone().requires_grad_(True)
-    opt = torch.optim.LBFGS(
-        [x], lr=1.0, max_iter=1, history_size=50, line_search_fn="strong_wolfe",
-        tolerance_grad=0.0, tolerance_change=0.0,
-    )  # fmt: skip
+    Stops, converged, when max |∇f| ≤ ``gtol`` (``None``: ≤ 1e-8·max(1, |f|)); when the
+    line search finds no ascent even along the gradient it stops, converged only if
+    max |∇f| ≤ 100·gtol. Returns ``(x, trace of f per iteration, converged, message)``;
+    a non-finite f at the start raises :class:`NonFiniteObjectiveError`."""
 
-    def closure():
-        opt.zero_grad()
-        loss = -objective(x)
-        if not bool(torch.isfinite(loss)):
-            return loss.detach().new_tensor(math.inf)
-        loss.backward()
-        return loss
+    def value_and_grad(v):
+        v = v.detach().requires_grad_(True)
+        try:
+            f = objective(v)
+        except (RuntimeError, ValueError):  # e.g. torch.linalg.LinAlgError at a trial point
+            return -math.inf, None
+        if not bool(torch.isfinite(f)):
+            return -math.inf, None
+        (g,) = torch.autograd.grad(f, v)
+        if not bool(torch.isfinite(g).all()):
+            return -math.inf, None
+        return float(f.detach()), g
 
-    def value_and_grad():
-        x.grad = None
-        v = objective(x)
-        if bool(torch.isfinite(v)):
-            v.backward()
-        return float(v.detach()), x.grad
-
-    value, grad = value_and_grad()
-    if not math.isfinite(value):
+    x = x0.detach().clone()
+    f, g = value_and_grad(x)
+    if g is None:
         raise NonFiniteObjectiveError("the objective is not finite at the start point", 0)
-    trace, converged, message = [], False, ""
+    pairs: list[tuple[torch.Tensor, torch.Tensor, float]] = []
+    trace, converged, message = [], False, f"not converged after {max_iter} iterations"
     for it in range(1, max_iter + 1):
-        opt.step(closure)
-        if not bool(torch.isfinite(x).all()):
-            raise NonFiniteObjectiveError(f"the parameters became non-finite at iteration {it}", it)
-        new, grad = value_and_grad()
-        if not math.isfinite(new) or grad is None or not bool(torch.isfinite(grad).all()):
-            raise NonFiniteObjectiveError(
-                f"the objective became non-finite at iteration {it} ({new})", it
-            )
-        trace.append(new)
-        tol = gtol if gtol is not None else 1e-8 * max(1.0, abs(new))
-        gmax = float(grad.abs().max())
+        gmax = float(g.abs().max())
+        tol = gtol if gtol is not None else 1e-8 * max(1.0, abs(f))
         if gmax <= tol:
-            converged, message = True, f"converged at iteration {it}: max|∇| = {gmax:.2g}"
+            converged, message = True, f"converged at iteration {it - 1}: max|∇| = {gmax:.2g}"
             break
-        if abs(new - value) <= 1e-13 * max(1.0, abs(new)):
-            converged = gtol is None or gmax <= 100 * gtol
+        d = _two_loop(g, pairs)
+        slope = float(g @ d)
+        if slope <= 0:  # not an ascent direction: forget the curvature pairs
+            pairs.clear()
+            d, slope = g.clone(), float(g @ g)
+        t = 1.0 if pairs else min(1.0, 1.0 / float(g.abs().sum()))
+        for _ in range(60):
+            f_new, g_new = value_and_grad(x + t * d)
+            if g_new is not None and f_new >= f + 1e-4 * t * slope:
+                break
+            t *= 0.5
+        else:
+            g_new = None
+        if g_new is None:  # no ascent even with tiny steps: as far as f's precision goes
+            if pairs:
+                pairs.clear()
+                continue
+            converged = gmax <= 100 * tol
             message = (
-                f"{'converged' if converged else 'stalled'} at iteration {it}: no further "
-                f"progress, max|∇| = {gmax:.2g}"
+                f"{'converged' if converged else 'stalled'} at iteration {it}: no ascent "
+                f"along the gradient, max|∇| = {gmax:.2g}"
             )
             break
-        value = new
+        s_k, y_k = t * d, g - g_new  # y for the minimisation of -f
+        sy = float(s_k @ y_k)
+        if sy > 1e-10 * float(s_k.norm() * y_k.norm()):
+            pairs.append((s_k, y_k, 1.0 / sy))
+            if len(pairs) > history:
+                pairs.pop(0)
+        x, f, g = x + s_k, f_new, g_new
+        trace.append(f)
     else:
-        message = f"not converged after {max_iter} iterations: max|∇| = {gmax:.2g}"
-    return x.detach(), trace, converged, message
+        gmax = float(g.abs().max())
+        tol = gtol if gtol is not None else 1e-8 * max(1.0, abs(f))
+        converged = gmax <= tol
+        message = (
+            f"{'converged' if converged else 'not converged'} after {max_iter} iterations: "
+            f"max|∇| = {gmax:.2g}"
+        )
+    return x, trace, converged, message
+
+
+def _two_loop(g, pairs):
+    """The L-BFGS direction H g (ascent on f) from the stored (s, y, 1/sᵀy) pairs."""
+    q = g.clone()
+    alphas = []
+    for s_k, y_k, rho in reversed(pairs):
+        a = rho * float(s_k @ q)
+        alphas.append(a)
+        q -= a * y_k
+    if pairs:
+        s_k, y_k, _ = pairs[-1]
+        q *= float(s_k @ y_k) / float(y_k @ y_k)
+    for (s_k, y_k, rho), a in zip(pairs, reversed(alphas), strict=True):
+        b = rho * float(y_k @ q)
+        q += (a - b) * s_k
+    return q
 
 
 def _check(model, q, n, gen):
