@@ -134,3 +134,52 @@ def test_failed_figure_leaves_nothing(tmp_path):
     with pytest.raises(RuntimeError, match="boom"):
         plot_densities({"x": Broken(0.0, 1.0)}, tmp_path / "f.png", grid=torch.linspace(-1, 1, 5))
     assert list(tmp_path.iterdir()) == []
+
+
+def _raise(exc):
+    def func(args):
+        raise exc
+
+    return func
+
+
+@pytest.mark.parametrize(
+    "exc, code",
+    [
+        (ValueError("--x must be >= 1; got 0"), 2),
+        (TypeError("--x must be an integer"), 2),
+        (FileNotFoundError(2, "No such file or directory", "data.csv"), 2),
+        (FloatingPointError("ELBO became nan at step 3"), 2),
+        (RuntimeError("an unexpected failure"), 1),
+        (KeyError("oops"), 1),
+        (KeyboardInterrupt(), 130),
+    ],
+)
+def test_one_error_policy_for_every_command(exc, code, monkeypatch, capsys):
+    """Anticipated failures exit 2, bugs exit 1 pointing at --debug, Ctrl-C 130; always one
+    line and no traceback, and --debug adds the traceback."""
+    import varbayes.cli.conjugate as conj
+
+    monkeypatch.setattr(conj, "_heights", _raise(exc))
+    assert main(["conjugate", "heights"]) == code
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    if code == 2:
+        assert err.startswith("varbayes: error: ")
+        text = "data.csv: No such file or directory" if isinstance(exc, OSError) else str(exc)
+        assert text in err
+    if code == 1:
+        assert f"internal error (a bug in varbayes): {type(exc).__name__}" in err
+        assert "--debug" in err
+    assert main(["--debug", "conjugate", "heights"]) == code
+    err = capsys.readouterr().err
+    assert "Traceback (most recent call last)" in err
+
+
+def test_help_states_the_exit_statuses(capsys):
+    """--help documents exit statuses 2 (bad input) and 1 (a bug) and the --debug flag."""
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    assert "2 bad input" in out and "1 an unexpected error, which is a bug" in out
+    assert "--debug" in out

@@ -1,6 +1,7 @@
 """Conjugate models against independent oracles: numerical integration and scipy.stats."""
 
 import math
+from fractions import Fraction
 
 import numpy as np
 import pytest
@@ -428,3 +429,89 @@ def test_map_of_prior_only_equals_prior_mode():
     assert float(GammaPoisson(3.0, 2.0).map()) == pytest.approx(1.0)
     assert float(BetaBernoulli(3.0, 2.0).map()) == pytest.approx(2.0 / 3.0)
     assert float(GammaPoisson(0.5, 2.0).map()) == 0.0
+
+
+# ------------------------------------------------- data near the float64 limit
+def _exact_normal_known_variance(x, mu0, s0, s):
+    """Posterior mean and log evidence of NormalKnownVariance in exact rational arithmetic.
+
+    The quadratic forms (where float64 overflows or cancels) are Fractions; only the
+    log-determinant terms, which are of ordinary size, use math.log.
+    """
+    from fractions import Fraction as F
+
+    xs = [F(v) for v in x]
+    n = len(xs)
+    mu0, s0, s = F(mu0), F(s0), F(s)
+    post_mean = (mu0 / s0**2 + sum(xs) / s**2) / (1 / s0**2 + n / s**2)
+    xbar = sum(xs) / n
+    m2 = sum((v - xbar) ** 2 for v in xs)
+    v = s0**2 + s**2 / n
+    quad = m2 / (2 * s**2) + (xbar - mu0) ** 2 / (2 * v)  # exact, may exceed float64
+    logs = (
+        -n / 2 * math.log(2 * math.pi * float(s) ** 2)
+        + 0.5 * math.log(2 * math.pi * float(s) ** 2 / n)
+        - 0.5 * math.log(2 * math.pi * float(v))
+    )
+    return post_mean, quad, logs
+
+
+@pytest.mark.parametrize("scale", [1.0, 1e100, 1e150, 1e153, 1e200, 1e300, 1e307, 1e308])
+def test_normal_known_variance_posterior_is_right_near_the_float64_limit(scale):
+    """x_i = scale·(1 + small noise): the posterior mean equals the exact rational value,
+    also where Σx overflows (scale ≥ 1e307 with n = 20); never inf or nan."""
+    g = torch.Generator().manual_seed(1)
+    x = (scale * (1 + 1e-3 * torch.randn(20, generator=g, dtype=torch.float64))).tolist()
+    model = NormalKnownVariance(160.0, 10.0, 7.0).update(x)
+    exact_mean, _, _ = _exact_normal_known_variance(x, 160.0, 10.0, 7.0)
+    mean = float(model.posterior.mean)
+    assert math.isfinite(mean)
+    assert mean == pytest.approx(float(exact_mean), rel=1e-12)
+    assert float(model.mle()) == pytest.approx(float(sum(Fraction(v) for v in x) / 20), rel=1e-12)
+    lo, hi = model.credible_interval(0.95)
+    assert math.isfinite(lo) and math.isfinite(hi) and lo <= mean <= hi
+
+
+@pytest.mark.parametrize("scale", [1.0, 1e50, 1e100, 1e150, 1e153, 1e155, -1e155])
+def test_normal_known_variance_evidence_matches_exact_arithmetic(scale):
+    """log p(x) equals the closed form evaluated with exact rationals while it is a float64."""
+    g = torch.Generator().manual_seed(2)
+    x = (scale + 3.0 * torch.randn(15, generator=g, dtype=torch.float64)).tolist()
+    _, quad, logs = _exact_normal_known_variance(x, 160.0, 10.0, 3.0)
+    exact = logs - float(quad)
+    got = float(NormalKnownVariance(160.0, 10.0, 3.0).log_marginal_likelihood(x))
+    assert got == pytest.approx(exact, rel=1e-9, abs=1e-9)
+
+
+@pytest.mark.parametrize("scale", [1e156, 1e200, 1e308, -1e308])
+def test_normal_known_variance_evidence_beyond_float64_is_refused(scale):
+    """When the exact log p(x) lies below -1.8e308 it is refused, naming data, with its
+    order of magnitude (checked against the exact value); never -inf or nan."""
+    x = [scale] * 20
+    _, quad, _ = _exact_normal_known_variance(x, 160.0, 10.0, 7.0)
+    assert quad > Fraction(torch.finfo(torch.float64).max)  # truly not representable
+    with pytest.raises(ValueError, match=r"^data: log p\(data\) is about -10\^") as info:
+        NormalKnownVariance(160.0, 10.0, 7.0).log_marginal_likelihood(x)
+    exponent = float(str(info.value).split("-10^")[1].split(",")[0])
+    assert exponent == pytest.approx(
+        math.log10(quad.numerator) - math.log10(quad.denominator), abs=0.1
+    )
+
+
+def test_sequential_updates_near_the_limit_stay_finite_and_exact():
+    """Merging (n, x̄) of two batches at ±1e308 gives the exact pooled posterior mean."""
+    a, b = [1e308] * 10, [-1e308] * 5 + [1.5e308] * 5
+    seq = NormalKnownVariance(0.0, 1.0, 1.0).update(a).update(b)
+    exact, _, _ = _exact_normal_known_variance(a + b, 0.0, 1.0, 1.0)
+    assert float(seq.posterior.mean) == pytest.approx(float(exact), rel=1e-12)
+
+
+def test_normal_unknown_variance_near_the_limit_is_finite_or_refused():
+    """Normal-Gamma: the posterior mean is right at 1e308; a rate that overflows is refused."""
+    m = NormalUnknownVariance(0.0, 1.0, 1.0, 1.0).update([1e150] * 20)
+    q = m.posterior_params  # κ_n = 21, μ_n = 20/21 x̄, β_n = 1 + 20 x̄² / 42
+    assert float(q["loc"]) == pytest.approx(20 / 21 * 1e150, rel=1e-12)
+    assert float(q["rate"]) == pytest.approx(1 + 20 * 1e300 / 42, rel=1e-12)
+    for x in ([1e308] * 20, [1e308, -1e308], [1e200] * 3):
+        with pytest.raises(ValueError, match="^data: the posterior's rate overflow"):
+            NormalUnknownVariance(0.0, 1.0, 1.0, 1.0).update(x)

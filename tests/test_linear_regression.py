@@ -210,3 +210,35 @@ def test_bad_hyperparameters_raise(kwargs, message):
     """Non-positive precisions/variances and inconsistent sizes raise ValueError naming them."""
     with pytest.raises(ValueError, match=message):
         BayesianLinearRegression(**kwargs)
+
+
+def _xy(n=20, d=3, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    X = torch.randn(n, d, generator=g, dtype=torch.float64)
+    return X, X @ torch.tensor([1.0, -2.0, 0.5], dtype=torch.float64)[:d] + 0.1 * torch.randn(
+        n, generator=g, dtype=torch.float64
+    )
+
+
+def test_fit_evidence_without_a_finite_optimum_names_y():
+    """y = 0 (α → ∞) and an exact fit (σ² → 0) have no finite evidence maximiser: a
+    ValueError naming y says which, instead of blaming prior_precision."""
+    X, _ = _xy()
+    with pytest.raises(ValueError, match=r"^y: .*prior precision α → ∞"):
+        BayesianLinearRegression.fit_evidence(X, torch.zeros(20, dtype=torch.float64))
+    X1 = torch.cat([torch.ones(20, 1, dtype=torch.float64), X], 1)
+    with pytest.raises(ValueError, match=r"^y: X w reproduces y exactly"):
+        BayesianLinearRegression.fit_evidence(X1, torch.full((20,), 3.0, dtype=torch.float64))
+
+
+@pytest.mark.parametrize("noise", [None, 0.5])
+@pytest.mark.parametrize("scale", [1e160, 1e300])
+def test_update_with_overflowing_products_names_x_and_leaves_model_unchanged(noise, scale):
+    """XᵀX beyond float64 is a ValueError naming X (not a raw linalg error); the model is
+    unchanged and still usable."""
+    X, y = _xy()
+    prior = BayesianLinearRegression(1.0, noise).update(X, y)
+    before = prior.posterior_mean.clone()
+    with pytest.raises(ValueError, match=r"^X: the sums of squares and products overflow"):
+        prior.update(scale * X, y)
+    assert torch.equal(prior.posterior_mean, before)

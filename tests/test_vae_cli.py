@@ -60,7 +60,7 @@ def test_resume_refuses_changed_options(tmp_path, mnist_root, capsys):
     base = ["vae", "train", "--out", str(run), "--data-root", mnist_root, "--no-progress"]
     assert main([*base, *TINY, "--epochs", "1", "--no-plot"]) == 0
     assert main([*base, "--resume", "--lr", "0.1"]) == 2
-    assert "only --epochs may be given; got --lr" in capsys.readouterr().err
+    assert "only --epochs may change; got --lr 0.1 (saved: 0.001)" in capsys.readouterr().err
 
 
 def test_val_size_larger_than_mnist_rejected(tmp_path, mnist_root, capsys):

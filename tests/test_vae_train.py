@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import signal
@@ -117,7 +118,7 @@ def test_sigterm_or_a_forwarded_repeat_still_saves(tmp_path, signals):
 
 def test_a_second_ctrl_c_later_aborts_without_saving(tmp_path, monkeypatch):
     """Ctrl-C, then Ctrl-C again after the repeat window: KeyboardInterrupt, nothing saved."""
-    monkeypatch.setattr("varbayes.vae.train._REPEAT_S", 0.0)
+    monkeypatch.setattr(importlib.import_module("varbayes.vae.train"), "_REPEAT_S", 0.0)
 
     def interrupt(trainer, epoch, batch):
         if epoch == 0 and batch == 2:

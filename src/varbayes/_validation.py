@@ -15,6 +15,7 @@ import torch
 
 __all__ = [
     "as_tensor",
+    "check_device",
     "check_positive",
     "check_finite",
     "check_nonempty",
@@ -100,3 +101,42 @@ def check_int(value, name: str, *, minimum: int | None = None) -> int:
     if minimum is not None and value < minimum:
         raise ValueError(f"{name} must be >= {minimum}; got {value}")
     return value
+
+
+def check_device(device, name: str = "device") -> torch.device:
+    """``torch.device(device)``, checked against this machine.
+
+    Raises ``ValueError`` naming ``name`` when ``device`` is not a device name
+    (``"cpu"``, ``"cuda"``, ``"cuda:1"``, ``"mps"``, ...) or names a device this
+    machine lacks: CUDA on a build without it or with no GPU visible, a GPU index
+    beyond the number of GPUs, MPS where it is unavailable.
+    """
+    if isinstance(device, torch.device):
+        dev = device
+    elif isinstance(device, str):
+        try:
+            dev = torch.device(device)
+        except RuntimeError:
+            raise ValueError(
+                f"{name} must be a torch device such as 'cpu', 'cuda', 'cuda:1' or 'mps'; "
+                f"got {device!r}"
+            ) from None
+    else:
+        raise TypeError(f"{name} must be a str or torch.device; got {type(device).__name__}")
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            why = (
+                "this torch build has no CUDA support"
+                if torch.version.cuda is None
+                else "no GPU is visible (check CUDA_VISIBLE_DEVICES and the driver)"
+            )
+            raise ValueError(f"{name} {str(dev)!r} is not available: {why}; use 'cpu'")
+        count = torch.cuda.device_count()
+        if dev.index is not None and dev.index >= count:
+            raise ValueError(
+                f"{name} {str(dev)!r} is not available: this machine has {count} GPU(s) "
+                f"(cuda:0 to cuda:{count - 1})"
+            )
+    elif dev.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"{name} {str(dev)!r} is not available on this machine; use 'cpu'")
+    return dev

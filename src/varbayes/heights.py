@@ -16,7 +16,7 @@ from torch.distributions import Normal
 from varbayes._validation import as_tensor, check_int
 from varbayes.conjugate import NormalKnownVariance
 
-__all__ = ["HeightsResult", "heights_data", "heights_example"]
+__all__ = ["HeightsResult", "format_value", "heights_data", "heights_example"]
 
 
 def heights_data(n: int = 20, mean: float = 183.0, std: float = 7.0, seed: int = 0) -> torch.Tensor:
@@ -49,8 +49,14 @@ class HeightsResult:
             ("MLE", self.mle),
             ("posterior", self.posterior),
         ):
-            rows.append(f"{name:<10} {m:>9.2f}   [{lo:>9.2f}, {hi:>9.2f}]")
+            lo, hi = format_value(lo), format_value(hi)
+            rows.append(f"{name:<10} {format_value(m):>9}   [{lo:>9}, {hi:>9}]")
         return "\n".join(rows)
+
+
+def format_value(v: float, decimals: int = 2) -> str:
+    """``v`` with ``decimals`` decimals when |v| < 1e7, else with 6 significant digits."""
+    return f"{v:.{decimals}f}" if abs(v) < 1e7 else f"{v:.6g}"
 
 
 def heights_example(

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import math
+import warnings
 from pathlib import Path
 
 import numpy as np
 
+from varbayes.cli import check_out_file
 from varbayes.conjugate import NormalKnownVariance
-from varbayes.heights import heights_data, heights_example
+from varbayes.heights import format_value, heights_data, heights_example
 
 
 def register(sub) -> None:
@@ -49,40 +52,66 @@ def register(sub) -> None:
 
 
 def _read_column(path: Path) -> np.ndarray:
+    if path.is_dir():
+        raise ValueError(f"--data {str(path)!r} is a directory; expected a file of heights")
     if not path.is_file():
         raise FileNotFoundError(f"--data: no such file {str(path)!r}")
     try:
-        values = np.loadtxt(path, delimiter="," if path.suffix == ".csv" else None, ndmin=1)
-    except ValueError as exc:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # NumPy warns about an empty file; we refuse it
+            values = np.loadtxt(path, delimiter="," if path.suffix == ".csv" else None, ndmin=1)
+    except (ValueError, UnicodeDecodeError) as exc:
         raise ValueError(f"--data: could not read numbers from {str(path)!r}: {exc}") from exc
     if values.ndim != 1:
         raise ValueError(f"--data: expected one height per line; got shape {values.shape}")
+    if values.size == 0:
+        raise ValueError(f"--data {str(path)!r} holds no numbers; expected one height per line")
+    bad = np.flatnonzero(~np.isfinite(values))
+    if bad.size:
+        raise ValueError(
+            f"--data {str(path)!r}: value {bad[0] + 1} is {values[bad[0]]}; expected finite heights"
+        )
     return values
 
 
 def _heights(args) -> int:
     NormalKnownVariance(args.prior_mean, args.prior_std, args.noise_std)  # validate flags first
+    if not math.isfinite(args.true_mean):
+        raise ValueError(f"--true-mean must be a finite number; got {args.true_mean}")
     if args.data is not None:
         data = _read_column(args.data)
         source = str(args.data)
     else:
         data = heights_data(args.n, args.true_mean, args.noise_std, args.seed)
         source = f"synthetic, N({args.true_mean:g}, {args.noise_std:g}^2), seed {args.seed}"
-    res = heights_example(
-        data,
-        prior_mean=args.prior_mean,
-        prior_std=args.prior_std,
-        noise_std=args.noise_std,
-        level=args.level,
-        plot=None if args.no_plot else args.plot,
-    )
-    print(f"heights: n = {len(res.data)} ({source}); sample mean {float(res.data.mean()):.2f} cm")
+    if not args.no_plot:
+        check_out_file(args.plot, "--plot")
+    try:
+        res = heights_example(
+            data,
+            prior_mean=args.prior_mean,
+            prior_std=args.prior_std,
+            noise_std=args.noise_std,
+            level=args.level,
+            plot=None if args.no_plot else args.plot,
+        )
+    except ValueError as exc:
+        if not str(exc).startswith("data:"):
+            raise
+        flag = (
+            f"--data {str(args.data)!r}"
+            if args.data is not None
+            else (f"--true-mean {args.true_mean:g}")
+        )
+        raise ValueError(f"{flag}: {exc}") from exc
+    xbar = float(res.model.mle())
+    print(f"heights: n = {len(res.data)} ({source}); sample mean {format_value(xbar)} cm")
     print(
         f"model: x_i ~ N(mu, {args.noise_std:g}^2), prior mu ~ N({args.prior_mean:g}, "
         f"{args.prior_std:g}^2)"
     )
     print(res.table())
-    print(f"log evidence log p(x) = {res.log_evidence:.4f}")
+    print(f"log evidence log p(x) = {format_value(res.log_evidence, 4)}")
     if not args.no_plot:
         print(f"figure: {args.plot}")
     return 0

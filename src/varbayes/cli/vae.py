@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
+import math
 from pathlib import Path
 
+from varbayes.cli import check_device, check_min, check_out_dir, check_out_file
 from varbayes.vae.config import (
     ACTIVATIONS,
     ARCHITECTURES,
@@ -83,6 +84,13 @@ _CONFIG_OPTIONS = [
 ]
 
 
+_THREADS_HELP = (
+    "intra-op CPU threads per process (default: torch's own, all cores). On a busy shared "
+    "machine (other jobs on the same cores) --threads 1 can be several times faster: "
+    "threads that wait on each other slow small operations down sharply"
+)
+
+
 def _default_text(field: str) -> str:
     v = getattr(_D, field)
     if isinstance(v, tuple):
@@ -135,14 +143,7 @@ def register(sub) -> None:
     t.add_argument("--no-progress", action="store_true", help="no progress bar")
     t.add_argument("--no-plot", action="store_true", help="do not draw figures at the end")
     t.add_argument("--log-every", type=int, default=50, help="batches between metric reads")
-    t.add_argument(
-        "--threads",
-        type=int,
-        default=1,
-        help="intra-op CPU threads per process; 1 is safe on a busy machine, where threads "
-        "that wait on each other slow training down sharply; 0 (torch's default, all cores) "
-        "is about 1.4x faster on an idle 2-core machine",
-    )
+    t.add_argument("--threads", type=int, default=None, help=_THREADS_HELP)
     t.set_defaults(func=_train)
 
     e = cmds.add_parser(
@@ -159,7 +160,7 @@ def register(sub) -> None:
     e.add_argument("--data-root", type=Path, default=None, help="data directory")
     e.add_argument("--device", default="cpu", help="torch device")
     e.add_argument("--no-progress", action="store_true", help="no progress bar")
-    e.add_argument("--threads", type=int, default=1, help="intra-op CPU threads (0: default)")
+    e.add_argument("--threads", type=int, default=None, help=_THREADS_HELP)
     e.set_defaults(func=_eval)
 
     p = cmds.add_parser(
@@ -204,22 +205,17 @@ def _config_from_args(args) -> dict:
 
 
 def _train(args) -> int:
-    from varbayes.vae.checkpoint import load_checkpoint
-    from varbayes.vae.train import Trainer, TrainingDivergedError
+    from varbayes.vae.train import Trainer
 
     _set_threads(args.threads)
+    check_device(args.device)
+    check_min(args, log_every=1)
+    check_out_dir(args.out)
     given = _config_from_args(args)
     if args.resume:
-        saved = load_checkpoint(args.out, with_state=False).config
-        others = sorted(set(given) - {"epochs"})
-        if others:
-            raise ValueError(
-                "--resume continues the saved configuration; only --epochs may be given; "
-                f"got {', '.join('--' + o.replace('_', '-') for o in others)}"
-            )
-        config = saved.replace(**given)
+        config = _resumed_config(args.out, given)
     else:
-        config = VAEConfig.for_dataset(**given)
+        config = _new_config(given)
     trainer = Trainer(
         config,
         args.out,
@@ -230,11 +226,7 @@ def _train(args) -> int:
         verbose=True,
         log_every=args.log_every,
     )
-    try:
-        result = trainer.fit(resume=args.resume)
-    except TrainingDivergedError as exc:
-        print(f"varbayes: error: {exc}", file=sys.stderr)
-        return 1
+    result = trainer.fit(resume=args.resume)  # a diverged loss: exit 2 (cli.main)
     if trainer.rank != 0:
         return 0
     if result.interrupted:
@@ -244,10 +236,11 @@ def _train(args) -> int:
         )
         return 130
     last = result.history[-1]
-    print(
-        f"trained {result.epochs_done} epochs: validation ELBO {last['val_elbo']:.3f} nats; "
-        f"checkpoint {result.checkpoint}"
-    )
+    if last.get("val_elbo") is None:  # --val-size 0: no validation images
+        score = f"training {config.objective} {last['train_bound']:.3f} nats (no validation set)"
+    else:
+        score = f"validation ELBO {last['val_elbo']:.3f} nats"
+    print(f"trained {result.epochs_done} epochs: {score}; checkpoint {result.checkpoint}")
     if not args.no_plot:
         from varbayes.vae.plot import plot_manifold, plot_training_curves
 
@@ -258,10 +251,50 @@ def _train(args) -> int:
     return 0
 
 
-def _set_threads(threads: int) -> None:
+def _new_config(given: dict) -> VAEConfig:
+    """``VAEConfig.for_dataset(**given)``; an error about a field is prefixed with its flag."""
+    try:
+        return VAEConfig.for_dataset(**given)
+    except (ValueError, TypeError) as exc:
+        text = str(exc)
+        for flag, field, *_ in _CONFIG_OPTIONS:
+            if text.startswith(f"{field} "):
+                raise type(exc)(f"{flag}: {text}") from exc
+        raise
+
+
+def _resumed_config(run: Path, given: dict) -> VAEConfig:
+    """The saved configuration of ``run`` with a larger ``epochs``; restating a saved value
+    is fine, changing one (or ``epochs`` not beyond what was trained) is a ValueError."""
+    from varbayes.vae.checkpoint import load_checkpoint
+
+    ckpt = load_checkpoint(run, with_state=True)
+    saved = ckpt.config
+    changed = sorted(k for k, v in given.items() if k != "epochs" and getattr(saved, k) != v)
+    if changed:
+        raise ValueError(
+            "--resume continues the saved configuration; only --epochs may change; got "
+            + ", ".join(
+                f"--{k.replace('_', '-')} {given[k]!r} (saved: {getattr(saved, k)!r})"
+                for k in changed
+            )
+        )
+    epoch, batch = int(ckpt.state["epoch"]), int(ckpt.state["batch"])
+    need = epoch + 1  # finishes a partial epoch, or adds one to a finished one
+    epochs = given.get("epochs", saved.epochs)
+    if epochs < need:
+        done = f"{epoch} epochs" + (f" and {batch} batches of epoch {epoch + 1}" if batch else "")
+        raise ValueError(
+            f"--epochs {epochs}: the run in {str(run)!r} has already trained {done}; "
+            f"--resume needs --epochs >= {need}"
+        )
+    return saved.replace(epochs=epochs)
+
+
+def _set_threads(threads: int | None) -> None:
     import torch
 
-    if threads < 0:
+    if threads is not None and threads < 0:
         raise ValueError(f"--threads must be >= 0; got {threads}")
     if threads:
         torch.set_num_threads(threads)
@@ -273,7 +306,14 @@ def _eval(args) -> int:
     from varbayes.vae.evaluate import evaluate, format_table
 
     _set_threads(args.threads)
-    model = load_model(args.checkpoint, map_location=args.device)
+    device = check_device(args.device)
+    check_min(args, k=0, test_size=1, batch_size=1)
+    out = args.json
+    if out is None:
+        base = args.checkpoint if args.checkpoint.is_dir() else args.checkpoint.parent
+        out = base / "eval.json"
+    check_out_file(out, "--json")
+    model = load_model(args.checkpoint, map_location=device)
     x, _ = load_test_data(model.config, args.data_root, args.test_size)
     metrics = evaluate(
         model,
@@ -284,42 +324,49 @@ def _eval(args) -> int:
         progress=not args.no_progress,
     )
     metrics["checkpoint"] = str(resolve_checkpoint(args.checkpoint))
+    bad = sorted(k for k, v in metrics.items() if isinstance(v, float) and not math.isfinite(v))
+    if bad:
+        raise FloatingPointError(
+            f"the evaluation of {str(args.checkpoint)!r} gave non-finite {', '.join(bad)}; "
+            f"nothing was written to {str(out)!r}"
+        )
     print(format_table(metrics))
-    out = args.json
-    if out is None:
-        base = args.checkpoint if args.checkpoint.is_dir() else args.checkpoint.parent
-        out = base / "eval.json"
     from varbayes._io import atomic_write
 
     with atomic_write(out) as f:
-        f.write((json.dumps(metrics, indent=2) + "\n").encode())
+        f.write((json.dumps(metrics, indent=2, allow_nan=False) + "\n").encode())
     print(f"json: {out}")
     return 0
 
 
 def _plot(args) -> int:
+    from varbayes._io import staged_outputs
     from varbayes.vae import plot as vplot
     from varbayes.vae.checkpoint import load_checkpoint
     from varbayes.vae.data import load_test_data
 
-    ckpt = load_checkpoint(args.checkpoint, with_state=True)
-    model = ckpt.model.eval()
+    check_min(args, grid=1, test_size=1)
     out = args.out_dir
     if out is None:
         out = args.checkpoint if args.checkpoint.is_dir() else args.checkpoint.parent
-    out.mkdir(parents=True, exist_ok=True)
+    check_out_dir(out, "--out-dir")
+    ckpt = load_checkpoint(args.checkpoint, with_state=True)
+    model = ckpt.model.eval()
     x, labels = load_test_data(model.config, args.data_root, args.test_size)
-    written = []
-    if model.latent_dim >= 2:
-        written.append(vplot.plot_manifold(model, out / "manifold.png", n=args.grid))
-    written.append(vplot.plot_reconstructions(model, x, out / "reconstructions.png"))
-    written.append(vplot.plot_samples(model, out / "samples.png"))
-    written.append(vplot.plot_latent_scatter(model, x, out / "latent.png", labels))
     history = json.loads(ckpt.state["history"])
+    figures = {}
+    if model.latent_dim >= 2:
+        figures["manifold.png"] = lambda p: vplot.plot_manifold(model, p, n=args.grid)
+    figures["reconstructions.png"] = lambda p: vplot.plot_reconstructions(model, x, p)
+    figures["samples.png"] = lambda p: vplot.plot_samples(model, p)
+    figures["latent.png"] = lambda p: vplot.plot_latent_scatter(model, x, p, labels)
     if history:
-        written.append(vplot.plot_training_curves(history, out / "curves.png"))
-    for w in written:
-        print(f"figure: {w}")
+        figures["curves.png"] = lambda p: vplot.plot_training_curves(history, p)
+    with staged_outputs(out) as stage:  # all figures or none
+        for name, draw in figures.items():
+            draw(stage / name)
+    for name in figures:
+        print(f"figure: {out / name}")
     return 0
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from varbayes.cli import check_out_file
+
 
 def register(sub) -> None:
     """Add ``vi`` and its sub-commands to the top-level parser."""
@@ -43,6 +45,7 @@ def register(sub) -> None:
 
 
 def _demo(args) -> int:
+    from varbayes.monitor import NonFiniteObjectiveError
     from varbayes.vi.compare import compare_modes, plot_marginals, synthetic_linear_data
 
     for name in ("n", "dim", "steps", "particles"):
@@ -51,19 +54,28 @@ def _demo(args) -> int:
     for name in ("noise_std", "prior_std", "lr"):
         if not getattr(args, name) > 0:
             raise ValueError(f"--{name.replace('_', '-')} must be > 0; got {getattr(args, name)}")
+    if not args.no_plot:
+        check_out_file(args.plot, "--plot")
+    if not -1 < args.correlation < 1:
+        raise ValueError(f"--correlation must lie in (-1, 1); got {args.correlation}")
     X, y, _ = synthetic_linear_data(
         args.n, args.dim, noise_scale=args.noise_std, correlation=args.correlation, seed=args.seed
     )
-    comp = compare_modes(
-        X,
-        y,
-        noise_scale=args.noise_std,
-        prior_scale=args.prior_std,
-        num_steps=args.steps,
-        num_particles=args.particles,
-        lr=args.lr,
-        seed=args.seed,
-    )
+    try:
+        comp = compare_modes(
+            X,
+            y,
+            noise_scale=args.noise_std,
+            prior_scale=args.prior_std,
+            num_steps=args.steps,
+            num_particles=args.particles,
+            lr=args.lr,
+            seed=args.seed,
+        )
+    except NonFiniteObjectiveError as exc:
+        raise NonFiniteObjectiveError(
+            f"--lr {args.lr:g}: stochastic VI diverged ({exc}); try a smaller --lr", exc.step
+        ) from exc
     print(comp.to_string())
     print(
         "\nELBO <= log p(y), with equality only for the exact posterior; mean-field VI has the "

@@ -78,6 +78,13 @@ class ConjugateModel:
             new_stats = self._merge_stats(self._stats, new_stats)
         new = copy.copy(self)
         new._stats = new_stats
+        bad = [k for k, v in new._posterior_params().items() if not bool(torch.isfinite(v).all())]
+        if bad:
+            biggest = float(x.abs().max()) if x.dtype.is_floating_point else float(x.max())
+            raise ValueError(
+                f"data: the posterior's {', '.join(bad)} overflow float64 (largest |value| "
+                f"{biggest:.3g}); rescale the data (other units)"
+            )
         return new
 
     def _merge_stats(self, a: dict, b: dict) -> dict:
@@ -121,11 +128,17 @@ class ConjugateModel:
         x = self._check_data(data)
         after = self.update(x)
         theta = after._reference_point()
-        return (
+        result = (
             self._log_likelihood(x, theta)
             + self.posterior.log_prob(theta)
             - after.posterior.log_prob(theta)
         )
+        if not bool(torch.isfinite(result)):
+            raise ValueError(
+                f"data: log p(data) is not a finite float64 number (got {float(result)}); "
+                "the data are too extreme for this prior: rescale them or widen the prior"
+            )
+        return result
 
     def _reference_point(self) -> torch.Tensor:
         return self.posterior.mean
@@ -164,6 +177,29 @@ def _fmt(v: torch.Tensor) -> str:
     if v.numel() == 1:
         return f"{float(v):.6g}"
     return "[" + ", ".join(f"{float(t):.6g}" for t in v.flatten()) + "]"
+
+
+def stable_mean(x: torch.Tensor) -> torch.Tensor:
+    """x̄ = mean of ``x`` over its first dimension, also when Σx overflows.
+
+    The plain mean when it is finite; otherwise m · mean(x / m) with m = max|x|, whose
+    terms lie in [-1, 1]. Finite for any finite ``x``.
+    """
+    mean = x.mean(0)
+    if bool(torch.isfinite(mean).all()):
+        return mean
+    scale = x.abs().amax(0).clamp(min=torch.finfo(x.dtype).tiny)
+    return scale * (x / scale).mean(0)
+
+
+def convex(w: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """w·a + (1 - w)·b for w in [0, 1], without overflow for any finite a and b.
+
+    Same signs: a + (1 - w)(b - a), where |b - a| <= max(|a|, |b|); otherwise the plain
+    sum, whose terms have opposite signs.
+    """
+    same = (a >= 0) == (b >= 0)
+    return torch.where(same, a + (1 - w) * (b - a), w * a + (1 - w) * b)
 
 
 def scalar_param(value, name: str, *, positive: bool = False) -> torch.Tensor:

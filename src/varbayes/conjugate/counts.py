@@ -62,6 +62,9 @@ def _beta_mode(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     )
 
 
+_MAX_EXACT = 2**53  # the largest integer up to which every integer is a float64
+
+
 class BetaBinomial(ConjugateModel):
     """k_i ~ Binomial(m, θ) for each observation; prior θ ~ Beta(α, β).
 
@@ -83,6 +86,11 @@ class BetaBinomial(ConjugateModel):
             }
         )
         self.total_count = check_int(total_count, "total_count", minimum=1)
+        if self.total_count > _MAX_EXACT:
+            raise ValueError(
+                f"total_count must be <= 2**53 = {_MAX_EXACT} (counts are float64, exact only "
+                f"up to 2**53); got {self.total_count}"
+            )
 
     def _validate(self, x, name):
         _check_integers(x, name, "success counts (integers >= 0)")

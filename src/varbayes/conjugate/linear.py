@@ -124,6 +124,13 @@ class BayesianLinearRegression:
         }
         if self._stats is not None:
             stats = {k: self._stats[k] + stats[k] for k in stats}
+        for key, name in (("xtx", "X"), ("xty", "X and y"), ("yty", "y")):
+            if not bool(torch.isfinite(stats[key]).all()):
+                big = max(float(X.abs().max()), float(y.abs().max()))
+                raise ValueError(
+                    f"{name}: the sums of squares and products overflow float64 (largest "
+                    f"|value| {big:.3g}); rescale X's columns and y (other units)"
+                )
         new = copy.copy(self)
         new.n_features = X.shape[1]
         new._stats = stats
@@ -156,7 +163,12 @@ class BayesianLinearRegression:
         scale = 1 / self.noise_variance if self.known_noise else 1.0
         a0m0 = p["precision"] @ p["mean"]
         prec = p["precision"] + scale * s["xtx"]
-        chol = torch.linalg.cholesky(prec)
+        chol, info = torch.linalg.cholesky_ex(prec)
+        if int(info) != 0:
+            raise ValueError(
+                "X: the posterior precision A₀ + XᵀX/σ² is not positive definite in float64 "
+                "(X's columns are too badly scaled or too large; rescale them)"
+            )
         mean = torch.cholesky_solve((a0m0 + scale * s["xty"])[:, None], chol)[:, 0]
         b = p["b"] + 0.5 * (s["yty"] + p["mean"] @ a0m0 - mean @ prec @ mean)
         return {"mean": mean, "precision": prec, "a": p["a"] + s["n"] / 2, "b": b, "chol": chol}
@@ -283,6 +295,19 @@ class BayesianLinearRegression:
             mean = vec @ (beta * xty_rot / (alpha + beta * eig))
             gamma = (beta * eig / (alpha + beta * eig)).sum()
             resid = y - X @ mean
+            if not bool(mean @ mean > 0):
+                raise ValueError(
+                    "y: the evidence grows without bound as the prior precision α → ∞: the "
+                    "fitted w is 0 (y is all zero or orthogonal to the columns of X), so "
+                    "there is no finite α to return; fix prior_precision instead"
+                )
+            if not bool(resid @ resid > (1e3 * torch.finfo(y.dtype).eps) ** 2 * (y @ y)):
+                raise ValueError(
+                    "y: X w reproduces y exactly (zero residuals; e.g. a constant y with an "
+                    "intercept column), so the evidence grows without bound as "
+                    "σ² → 0 and there is no finite noise variance to return; fix "
+                    "noise_variance instead"
+                )
             new_alpha = gamma / (mean @ mean)
             new_beta = (n - gamma) / (resid @ resid)
             done = bool(

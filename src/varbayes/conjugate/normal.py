@@ -9,10 +9,12 @@ belief moves towards the data, p(μ | x) = N(μ_n, σ_n²) with
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch.distributions import Normal, StudentT
 
-from varbayes.conjugate._base import ConjugateModel, scalar_param
+from varbayes.conjugate._base import ConjugateModel, convex, scalar_param, stable_mean
 from varbayes.distributions import NormalGamma
 
 __all__ = ["NormalKnownVariance", "NormalUnknownVariance"]
@@ -40,14 +42,55 @@ class NormalKnownVariance(ConjugateModel):
         self.noise_std = scalar_param(noise_std, "noise_std", positive=True)
 
     def _sufficient_stats(self, x):
-        return {"n": torch.tensor(float(x.shape[0]), dtype=x.dtype), "sum": x.sum()}
+        # (n, x̄) rather than (n, Σx): Σx overflows for data near the float64 limit.
+        return {"n": torch.tensor(float(x.shape[0]), dtype=x.dtype), "mean": stable_mean(x)}
+
+    def _merge_stats(self, a, b):
+        n = a["n"] + b["n"]
+        return {"n": n, "mean": convex(a["n"] / n, a["mean"], b["mean"])}
 
     def _posterior_params(self):
+        # μ_n = w μ₀ + (1 - w) x̄ with w = (1/σ₀²) / (1/σ₀² + n/σ²): a weighted average
+        # of two finite numbers, so it cannot overflow where μ₀/σ₀² + Σx/σ² would.
         s = self._stats
         prec0 = self._prior["scale"] ** -2
         prec = prec0 + s["n"] / self.noise_std**2
-        loc = (prec0 * self._prior["loc"] + s["sum"] / self.noise_std**2) / prec
-        return {"loc": loc, "scale": prec.rsqrt()}
+        return {"loc": convex(prec0 / prec, self._prior["loc"], s["mean"]), "scale": prec.rsqrt()}
+
+    def log_marginal_likelihood(self, data) -> torch.Tensor:
+        """log p(x) in closed form, for the current belief N(μ_p, σ_p²) on μ:
+
+            log p(x) = -n/2 log 2πσ² - M/(2σ²) + ½ log(2πσ²/n) + log N(x̄ | μ_p, σ_p² + σ²/n),
+
+        with M = Σ_i (x_i - x̄)². Computed from x̄ and scaled deviations, so data near
+        the float64 limit give the right answer when it is a float64 number; when it is
+        not (log p(x) below -1.8e308), a ``ValueError`` says so. Returns a 0-d tensor.
+        """
+        x = self._check_data(data)
+        n = torch.tensor(float(x.shape[0]), dtype=x.dtype)
+        xbar = stable_mean(x)
+        sigma = self.noise_std
+        half_m = 0.5 * (((x - xbar) / sigma) ** 2).sum()  # M / (2σ²)
+        p = self.posterior
+        sd = torch.sqrt(p.scale**2 + sigma**2 / n)
+        z = xbar / sd - p.loc / sd  # (x̄ - μ_p)/sd without forming x̄ - μ_p
+        result = (
+            -0.5 * n * torch.log(2 * math.pi * sigma**2)
+            - half_m
+            + 0.5 * torch.log(2 * math.pi * sigma**2 / n)
+            - 0.5 * z**2
+            - torch.log(sd)
+            - 0.5 * math.log(2 * math.pi)
+        )
+        if not bool(torch.isfinite(result)):
+            log10_z = float(torch.log10(xbar.abs() / sd + p.loc.abs() / sd))
+            raise ValueError(
+                f"data: log p(data) is about -10^{2 * log10_z - math.log10(2):.1f}, below the "
+                "float64 range (the data mean is 10^"
+                f"{log10_z:.1f} predictive standard deviations from the prior mean); rescale "
+                "the data (other units) or widen the prior"
+            )
+        return result
 
     def _distribution(self, loc, scale):
         return Normal(loc, scale)
@@ -67,7 +110,7 @@ class NormalKnownVariance(ConjugateModel):
     def mle(self) -> torch.Tensor:
         """θ_ML = x̄."""
         s = self._require_data("mle()")
-        return s["sum"] / s["n"]
+        return s["mean"]
 
     def credible_interval(self, level: float = 0.95) -> tuple[float, float]:
         """Central interval of the posterior of μ holding probability ``level``."""
@@ -76,7 +119,7 @@ class NormalKnownVariance(ConjugateModel):
     def mle_interval(self, level: float = 0.95) -> tuple[float, float]:
         """Frequentist confidence interval x̄ ± z σ/√n for μ."""
         s = self._require_data("mle_interval()")
-        return _normal_interval(Normal(s["sum"] / s["n"], self.noise_std / s["n"].sqrt()), level)
+        return _normal_interval(Normal(s["mean"], self.noise_std / s["n"].sqrt()), level)
 
 
 def _normal_interval(dist: Normal, level: float) -> tuple[float, float]:
@@ -111,7 +154,7 @@ class NormalUnknownVariance(ConjugateModel):
         )
 
     def _sufficient_stats(self, x):
-        mean = x.mean()
+        mean = stable_mean(x)
         return {
             "n": torch.tensor(float(x.shape[0]), dtype=x.dtype),
             "mean": mean,
@@ -124,7 +167,7 @@ class NormalUnknownVariance(ConjugateModel):
         delta = b["mean"] - a["mean"]
         return {
             "n": n,
-            "mean": a["mean"] + delta * b["n"] / n,
+            "mean": convex(a["n"] / n, a["mean"], b["mean"]),
             "m2": a["m2"] + b["m2"] + delta**2 * a["n"] * b["n"] / n,
         }
 
@@ -133,7 +176,7 @@ class NormalUnknownVariance(ConjugateModel):
         n, xbar = s["n"], s["mean"]
         kappa = p["kappa"] + n
         return {
-            "loc": (p["kappa"] * p["loc"] + n * xbar) / kappa,
+            "loc": convex(p["kappa"] / kappa, p["loc"], xbar),  # (κ₀μ₀ + n x̄)/κ_n
             "kappa": kappa,
             "concentration": p["concentration"] + n / 2,
             "rate": p["rate"] + s["m2"] / 2 + p["kappa"] * n * (xbar - p["loc"]) ** 2 / (2 * kappa),

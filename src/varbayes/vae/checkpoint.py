@@ -31,12 +31,14 @@ from typing import NamedTuple
 import torch
 from safetensors.torch import load_file, save_file
 
-from varbayes._io import atomic_write
+from varbayes._io import PART_MARK, TMP_PREFIX, atomic_write, fsync_dir, fsync_path
 from varbayes.vae.config import VAEConfig
 from varbayes.vae.model import VAE
 
 __all__ = [
     "Checkpoint",
+    "check_finite_weights",
+    "remove_leftovers",
     "load_checkpoint",
     "load_model",
     "resolve_checkpoint",
@@ -47,6 +49,7 @@ LATEST = "latest.json"
 WEIGHTS = "model.safetensors"
 CONFIG = "config.json"
 STATE = "state.pt"
+OLD_PREFIX = ".old-"  # a checkpoint being replaced, removed once latest.json moved on
 
 
 class Checkpoint(NamedTuple):
@@ -75,22 +78,27 @@ def save_checkpoint(
     run_dir = Path(run_dir)
     root = run_dir / "checkpoints"
     root.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=root, prefix=".tmp-"))
+    tmp = Path(tempfile.mkdtemp(dir=root, prefix=TMP_PREFIX))
     try:
         weights = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-        save_file(weights, str(tmp / WEIGHTS), metadata={"format": "pt", "library": "varbayes"})
+        check_finite_weights(weights, f"model (checkpoint {name!r})")
+        metadata = {"format": "pt", "library": "varbayes", "config": model.config.to_json()}
+        save_file(weights, str(tmp / WEIGHTS), metadata=metadata)
+        fsync_path(tmp / WEIGHTS)
         model.config.save(tmp / CONFIG)
         with open(tmp / STATE, "wb") as f:
             torch.save(state, f)
             f.flush()
             os.fsync(f.fileno())
         os.chmod(tmp, 0o755)
+        fsync_dir(tmp)  # every file and the folder's entries are on disk before the rename
         final = root / name
         trash = None
         if final.exists():
-            trash = root / f".old-{name}-{os.getpid()}"
+            trash = root / f"{OLD_PREFIX}{name}-{os.getpid()}"
             os.rename(final, trash)
         os.rename(tmp, final)
+        fsync_dir(root)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -124,7 +132,18 @@ def resolve_checkpoint(path: str | os.PathLike) -> Path:
                 f"checkpoint {str(p)!r}: {LATEST} is corrupted (expected JSON with a "
                 f"'checkpoint' entry): {exc}"
             ) from exc
+        if not isinstance(rel, str):
+            raise ValueError(
+                f"checkpoint {str(p)!r}: {LATEST} is corrupted: 'checkpoint' must be a "
+                f"path string; got {rel!r}"
+            )
         target = p / rel
+        inside = (p / "checkpoints").resolve()
+        if inside not in target.resolve().parents:
+            raise ValueError(
+                f"checkpoint {str(p)!r}: {LATEST} points to {rel!r}, outside the run's "
+                "checkpoints/ folder; refusing to follow it (was the file edited?)"
+            )
         if not (target / WEIGHTS).is_file():
             raise FileNotFoundError(
                 f"checkpoint {str(p)!r}: {LATEST} points to {rel!r}, which holds no {WEIGHTS}"
@@ -138,14 +157,36 @@ def resolve_checkpoint(path: str | os.PathLike) -> Path:
     )
 
 
+def check_finite_weights(weights: dict[str, torch.Tensor], where: str) -> None:
+    """Raise ``ValueError`` naming the first tensor of ``weights`` holding NaN or ±inf."""
+    for key, value in weights.items():
+        if value.dtype.is_floating_point and not bool(torch.isfinite(value).all()):
+            n_bad = int((~torch.isfinite(value)).sum())
+            raise ValueError(
+                f"{where}: tensor {key!r} holds {n_bad} NaN or infinite value(s) of "
+                f"{value.numel()}; refusing non-finite weights"
+            )
+
+
+def _saved_config(path: Path) -> dict | None:
+    """The config embedded in the weights file's metadata (None for older checkpoints)."""
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as f:
+        text = (f.metadata() or {}).get("config")
+    return None if text is None else json.loads(text)
+
+
 def _load_weights(ckpt: Path, config: VAEConfig, map_location) -> VAE:
-    try:
-        weights = load_file(str(ckpt / WEIGHTS), device=str(map_location))
+    path = ckpt / WEIGHTS
+    try:  # read on the CPU: a device problem is not a corrupted file
+        weights = load_file(str(path), device="cpu")
+        embedded = _saved_config(path)
     except Exception as exc:  # safetensors raises its own error types
         raise ValueError(
-            f"checkpoint weights {str(ckpt / WEIGHTS)!r} are corrupted or not a safetensors "
-            f"file: {exc}"
+            f"checkpoint weights {str(path)!r} are corrupted or not a safetensors file: {exc}"
         ) from exc
+    check_finite_weights(weights, f"checkpoint weights {str(path)!r}")
     model = VAE(config)
     expected = model.state_dict()
     missing = sorted(set(expected) - set(weights))
@@ -167,6 +208,19 @@ def _load_weights(ckpt: Path, config: VAEConfig, map_location) -> VAE:
             f"(latent_dim={config.latent_dim}, architecture={config.architecture!r}, "
             f"hidden={list(config.hidden)}): " + "; ".join(detail)
         )
+    if embedded is not None:
+        given = config.to_dict()
+        # fields added to VAEConfig after the checkpoint was written are not in it
+        diff = sorted(k for k in embedded if given.get(k) != embedded[k])
+        if diff:
+            raise ValueError(
+                f"checkpoint {str(ckpt)!r}: {CONFIG} does not match the configuration the "
+                f"weights were trained with, in "
+                + ", ".join(
+                    f"{k} ({CONFIG}: {given.get(k)!r}, weights: {embedded[k]!r})" for k in diff
+                )
+                + " (was the file edited?)"
+            )
     model.load_state_dict(weights)
     return model.to(map_location)
 
@@ -192,6 +246,25 @@ def load_state(ckpt: Path, map_location="cpu") -> dict:
             f"with 'epoch'); got {type(state).__name__}"
         )
     return state
+
+
+def remove_leftovers(run_dir: str | os.PathLike) -> list[Path]:
+    """Remove what a killed writer left in ``run_dir``: half-filled checkpoint folders
+    (``checkpoints/.tmp-*``), replaced ones (``checkpoints/.old-*``) and partial files
+    (``.*.part-*``). Call it only while holding the run's lock. Returns what was removed."""
+    run_dir = Path(run_dir)
+    found = []
+    root = run_dir / "checkpoints"
+    if root.is_dir():
+        found += [p for p in root.iterdir() if p.name.startswith((TMP_PREFIX, OLD_PREFIX))]
+    if run_dir.is_dir():
+        found += [p for p in run_dir.iterdir() if p.name.startswith(".") and PART_MARK in p.name]
+    for p in found:
+        if p.is_dir() and not p.is_symlink():
+            shutil.rmtree(p, ignore_errors=True)
+        else:
+            p.unlink(missing_ok=True)
+    return found
 
 
 def load_checkpoint(

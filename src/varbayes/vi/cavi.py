@@ -251,6 +251,7 @@ def cavi_normal(
     x = as_tensor(x, "x", dtype=dtype)
     if x.ndim != 1 or x.numel() == 0:
         raise ValueError(f"x must be a non-empty 1-D vector; got shape {tuple(x.shape)}")
+    check_finite(x, "x")
     lambda0 = _pos(lambda0, "lambda0")
     res = cavi_linear_regression(
         torch.ones(x.shape[0], 1, dtype=dtype),

@@ -1,0 +1,1 @@
+"""The robustness suite: bad inputs, damaged files and faults (issue 11)."""
