@@ -109,3 +109,52 @@ def test_torchrun_entry_point_checks_its_data_before_starting(tmp_path):
         dist_main([str(tmp_path / "v.npy"), "-k", "2"])
     with pytest.raises(ValueError, match="data: cannot read"):
         dist_main([str(tmp_path / "missing.npy"), "-k", "2"])
+
+
+@pytest.mark.parametrize(
+    ("extra", "match"),
+    [
+        (["--seed", "-1"], "--seed must be an integer >= 0; got -1"),
+        (["--device", "nonsense"], "--device 'nonsense' is not usable"),
+        (["--plot", "nodir/x.png"], "--plot: directory '{tmp}/nodir' does not exist"),
+    ],
+)
+def test_bad_options_fail_before_fitting_and_write_nothing(tmp_path, data, capsys, extra, match):
+    """One line on stderr naming the flag, exit 2, no model directory (even with --save)."""
+    np.save(tmp_path / "x.npy", data)
+    extra = [str(tmp_path / e) if e.startswith("nodir") else e for e in extra]
+    match = match.format(tmp=tmp_path)
+    rc = main(
+        ["gmm", "fit", str(tmp_path / "x.npy"), "-k", "2", "--save", str(tmp_path / "m")] + extra
+    )
+    err = capsys.readouterr().err
+    assert rc == 2 and match in err
+    assert len(err.strip().splitlines()) == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["x.npy"]
+
+
+def test_cuda_on_a_cpu_build_is_one_line(tmp_path, data, capsys):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("CUDA is available here")
+    np.save(tmp_path / "x.npy", data)
+    assert main(["gmm", "fit", str(tmp_path / "x.npy"), "-k", "2", "--device", "cuda"]) == 2
+    err = capsys.readouterr().err
+    assert "--device 'cuda' is not usable" in err and len(err.strip().splitlines()) == 1
+
+
+def test_directory_or_text_named_npy_as_data_names_the_file(tmp_path, capsys):
+    (tmp_path / "d.npy").mkdir()
+    (tmp_path / "t.npy").write_text("1,2\n3,4\n")
+    for name, match in [("d.npy", "is a directory"), ("t.npy", "could not read numbers")]:
+        rc = main(["gmm", "fit", str(tmp_path / name), "-k", "2", "--save", str(tmp_path / "m")])
+        err = capsys.readouterr().err
+        assert (
+            rc == 2
+            and "DATA" in err
+            and repr(str(tmp_path / name)) in err
+            and match in err
+            and len(err.strip().splitlines()) == 1
+        )
+    assert not (tmp_path / "m").exists()

@@ -50,15 +50,31 @@ def register(sub) -> None:
         choices=["kmeans", "k-means++", "random", "random_from_data"],
         help="initialisation of the responsibilities",
     )
-    p.add_argument("--seed", type=int, default=0, help="random seed")
+    p.add_argument("--seed", type=int, default=0, help="random seed (an integer >= 0)")
     p.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
     p.add_argument("--save", type=Path, default=None, help="directory to save the model in")
     p.add_argument("--plot", type=Path, default=None, help="PNG: data, ellipses and ELBO trace")
+    p.add_argument(
+        "--distributed",
+        action="store_true",
+        help="rows sharded over the processes started by torchrun (torch.distributed): each "
+        "reads its share of a .npy DATA (memory-mapped) and rank 0 prints and writes; run as "
+        "'torchrun --nproc_per_node=P -m varbayes.mixture DATA -k K ...'",
+    )
+    p.add_argument(
+        "--backend",
+        default=None,
+        choices=["gloo", "nccl"],
+        help="with --distributed: the process-group backend (default: nccl if CUDA is "
+        "available, else gloo)",
+    )
     p.set_defaults(func=_fit)
 
 
 def read_data(path: Path) -> np.ndarray:
     """Rows (N, D) from a .csv or .npy file; a header line in a CSV is skipped."""
+    if path.is_dir():
+        raise ValueError(f"DATA: {str(path)!r} is a directory, not a .csv or .npy file")
     if not path.is_file():
         raise ValueError(f"DATA: no such file {str(path)!r}")
     suffix = path.suffix.lower()
@@ -81,12 +97,34 @@ def read_data(path: Path) -> np.ndarray:
     return np.asarray(x, dtype=np.float64)
 
 
-def _fit(args) -> int:
-    import warnings
+def check_outputs(args) -> None:
+    """Refuse, before any work, options that would fail only after fitting: a bad seed or
+    device, a --save path that is a file, a --plot in a missing directory."""
+    import torch
 
+    if args.seed < 0:
+        raise ValueError(f"--seed must be an integer >= 0; got {args.seed}")
+    try:
+        torch.empty(0, device=torch.device(args.device))
+    except (RuntimeError, AssertionError, TypeError) as exc:
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ValueError(f"--device {args.device!r} is not usable here ({reason})") from None
+    if args.save is not None and args.save.exists() and not args.save.is_dir():
+        raise ValueError(f"--save: {str(args.save)!r} is a file; give a directory")
+    if args.plot is not None:
+        if not args.plot.parent.is_dir():
+            raise ValueError(
+                f"--plot: directory {str(args.plot.parent)!r} does not exist "
+                f"(for {str(args.plot)!r})"
+            )
+        if args.plot.is_dir():
+            raise ValueError(f"--plot: {str(args.plot)!r} is a directory; give a .png file name")
+
+
+def _model(args, **extra):
+    """The estimator the options describe."""
     from varbayes.mixture import GaussianMixture, VariationalGaussianMixture
 
-    x = read_data(args.data)
     common = dict(
         n_components=args.n_components,
         covariance_type=args.covariance,
@@ -98,7 +136,18 @@ def _fit(args) -> int:
     )
     if args.tol is not None:
         common["tol"] = args.tol
-    model = VariationalGaussianMixture(**common) if args.variational else GaussianMixture(**common)
+    common.update(extra)
+    return VariationalGaussianMixture(**common) if args.variational else GaussianMixture(**common)
+
+
+def _fit(args) -> int:
+    import warnings
+
+    check_outputs(args)
+    if args.distributed:
+        return _fit_distributed(args)
+    x = read_data(args.data)
+    model = _model(args)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
@@ -134,4 +183,43 @@ def _fit(args) -> int:
         plot_elbo(model, ax=axes[1])
         save_figure(fig, args.plot)
         print(f"figure: {args.plot}")
+    return 0
+
+
+def _fit_distributed(args) -> int:
+    """``--distributed``: this process fits its shard of the rows of a .npy DATA; the
+    statistics are all-reduced every iteration (:mod:`varbayes.mixture.distributed`)."""
+    import os
+
+    import torch
+
+    from varbayes._distributed import end_process_group
+
+    if args.data.suffix.lower() != ".npy" or not args.data.is_file():
+        raise ValueError(f"DATA: --distributed reads a .npy file; got {str(args.data)!r}")
+    try:
+        rows = np.load(args.data, mmap_mode="r", allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"DATA: cannot read {str(args.data)!r} as a .npy array ({exc})") from None
+    if rows.ndim != 2:
+        raise ValueError(f"DATA must hold a 2-D array (N, D); got shape {rows.shape}")
+    backend = args.backend or ("nccl" if torch.cuda.is_available() else "gloo")
+    torch.distributed.init_process_group(backend)
+    rank, world = torch.distributed.get_rank(), torch.distributed.get_world_size()
+    device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}" if backend == "nccl" else args.device
+    finished = False
+    try:
+        bounds = np.linspace(0, rows.shape[0], world + 1).astype(int)
+        shard = np.array(rows[bounds[rank] : bounds[rank + 1]], dtype=np.float64)  # a copy
+        model = _model(args, device=device, distributed=True).fit(shard)
+        if rank == 0:
+            print(f"{world} processes ({backend}), {rows.shape[0]} rows")
+            print(f"ELBO per datum: {model.lower_bound_:.6f}")
+            print(f"iterations: {model.n_iter_}, converged: {model.converged_}")
+            if args.save is not None:
+                model.save(args.save)
+                print(f"saved: {args.save}")
+        finished = True
+    finally:
+        end_process_group(finished)
     return 0

@@ -766,7 +766,13 @@ class BaseMixture:
     def _initial_resp(self, x: torch.Tensor, gen: torch.Generator):
         reduce = dist.allreduce_sum if self._is_distributed else None
         return initial_assignment(
-            x, self.n_components, self.init_params, gen, self._chunk(1), allreduce=reduce
+            x,
+            self.n_components,
+            self.init_params,
+            gen,
+            self._chunk(1),
+            allreduce=reduce,
+            shift=self._state["shift"],
         )
 
     def _warn_once(self, key: str, message: str) -> None:

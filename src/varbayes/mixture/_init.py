@@ -65,14 +65,20 @@ class _Shards:
         return self.allreduce([out])[0]
 
 
-def _nearest(x: torch.Tensor, centers: torch.Tensor, chunk: int):
-    """Index (N,) of the nearest centre and the squared distance (N,) for each row."""
+def _nearest(x: torch.Tensor, centers: torch.Tensor, chunk: int, shift=None):
+    """Index (N,) of the nearest centre and the squared distance (N,) for each row.
+
+    ``shift`` (D,), the centre of the data, is subtracted from rows and centres first: the
+    expanded |x|² - 2 xᵀc + |c|² keeps its precision for data far from the origin.
+    """
     n = x.shape[0]
     labels = torch.empty(n, dtype=torch.int64, device=x.device)
     dist = torch.empty(n, dtype=x.dtype, device=x.device)
+    if shift is not None:
+        centers = centers - shift
     c2 = (centers * centers).sum(1)
     for s in range(0, n, chunk):
-        xc = x[s : s + chunk]
+        xc = x[s : s + chunk] if shift is None else x[s : s + chunk] - shift
         d2 = torch.addmm(c2, xc, centers.T, alpha=-2.0)
         d2 += (xc * xc).sum(1, keepdim=True)
         m, i = d2.min(1)
@@ -86,7 +92,12 @@ def _draw_index(n: int, gen: torch.Generator) -> torch.Tensor:
 
 
 def kmeans_plusplus(
-    x: torch.Tensor, k: int, gen: torch.Generator, chunk: int, allreduce: AllReduce = None
+    x: torch.Tensor,
+    k: int,
+    gen: torch.Generator,
+    chunk: int,
+    allreduce: AllReduce = None,
+    shift=None,
 ) -> torch.Tensor:
     """k-means++ seeding (Arthur & Vassilvitskii 2007): each new centre is drawn with
     probability proportional to the squared distance D(x)² to the nearest chosen one.
@@ -96,7 +107,7 @@ def kmeans_plusplus(
     """
     sh = _Shards(x, allreduce)
     centers = [sh.rows(_draw_index(sh.total, gen))]
-    _, dist = _nearest(x, centers[0], chunk)
+    _, dist = _nearest(x, centers[0], chunk, shift)
     for _ in range(1, k):
         cum = torch.cumsum(dist, 0)
         local_total = float(cum[-1]) if sh.n else 0.0
@@ -121,7 +132,7 @@ def kmeans_plusplus(
                 idx = torch.tensor([sh.offset + min(i, sh.n - 1)])
             nxt = sh.rows(idx)
         centers.append(nxt)
-        _, d_new = _nearest(x, nxt, chunk)
+        _, d_new = _nearest(x, nxt, chunk, shift)
         torch.minimum(dist, d_new, out=dist)
     return torch.cat(centers)
 
@@ -132,12 +143,13 @@ def lloyd(
     chunk: int,
     max_iter: int = 100,
     allreduce: AllReduce = None,
+    shift=None,
 ):
     """Lloyd's k-means iterations from ``centers`` (K, D) until no label changes
     (on any process). A cluster that loses all its points keeps its previous centre.
     Returns labels (N,)."""
     k = centers.shape[0]
-    labels, _ = _nearest(x, centers, chunk)
+    labels, _ = _nearest(x, centers, chunk, shift)
     for _ in range(max_iter):
         sums = torch.zeros_like(centers).index_add_(0, labels, x)
         counts = torch.bincount(labels, minlength=k).to(x.dtype)
@@ -145,7 +157,7 @@ def lloyd(
         keep = counts == 0
         new = sums / counts.clamp_min(1.0)[:, None]
         centers = torch.where(keep[:, None], centers, new)
-        new_labels, _ = _nearest(x, centers, chunk)
+        new_labels, _ = _nearest(x, centers, chunk, shift)
         changed = (new_labels != labels).sum().to(x.dtype).reshape(1)
         (changed,) = _sum([changed], allreduce)
         if float(changed) == 0.0:
@@ -161,8 +173,11 @@ def initial_assignment(
     gen: torch.Generator,
     chunk: int,
     allreduce: AllReduce = None,
+    shift=None,
 ):
     """Labels (N,) or responsibilities (N, K) for ``method`` in :data:`INIT_PARAMS`.
+
+    ``shift`` (D,): the centre of the data, subtracted in every distance computation.
 
     * ``kmeans``: k-means++ seeding then Lloyd's iterations, hard labels.
     * ``k-means++``: the k-means++ centres; every row goes to its nearest centre.
@@ -181,8 +196,8 @@ def initial_assignment(
     if method == "random_from_data":
         sh = _Shards(x, allreduce)
         idx = torch.randperm(sh.total, generator=gen, device="cpu")[:k]
-        return _nearest(x, sh.rows(idx), chunk)[0]
-    centers = kmeans_plusplus(x, k, gen, chunk, allreduce)
+        return _nearest(x, sh.rows(idx), chunk, shift)[0]
+    centers = kmeans_plusplus(x, k, gen, chunk, allreduce, shift)
     if method == "k-means++":
-        return _nearest(x, centers, chunk)[0]
-    return lloyd(x, centers.clone(), chunk, allreduce=allreduce)
+        return _nearest(x, centers, chunk, shift)[0]
+    return lloyd(x, centers.clone(), chunk, allreduce=allreduce, shift=shift)

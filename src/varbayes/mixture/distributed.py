@@ -19,6 +19,8 @@ of a .npy file (memory-mapped, so no process loads the whole array)::
 
     torchrun --nproc_per_node=2 -m varbayes.mixture data.npy -k 8 --save model
 
+(the same as ``varbayes gmm fit data.npy -k 8 --distributed ...`` under torchrun)
+
 or, in your own script started by ``torchrun``, call
 ``torch.distributed.init_process_group("gloo")`` (``"nccl"`` on GPUs), load this
 process's shard and call ``GaussianMixture(..., distributed=True).fit(shard)``.
@@ -27,8 +29,6 @@ process's shard and call ``GaussianMixture(..., distributed=True).fit(shard)``.
 from __future__ import annotations
 
 import torch
-
-from varbayes._distributed import end_process_group
 
 
 def is_active() -> bool:
@@ -73,67 +73,3 @@ def broadcast(tensors: list[torch.Tensor], src: int = 0) -> list[torch.Tensor]:
         out.append(buf[pos : pos + t.numel()].view_as(t).clone())
         pos += t.numel()
     return out
-
-
-def main(argv=None) -> int:
-    """Entry point of ``torchrun ... -m varbayes.mixture DATA.npy -k K``."""
-    import argparse
-    import os
-
-    import numpy as np
-
-    p = argparse.ArgumentParser(
-        prog="torchrun --nproc_per_node=P -m varbayes.mixture",
-        description="EM (or CAVI) on a .npy file whose rows are sharded over torchrun processes.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
-    p.add_argument("data", help=".npy file of shape (N, D)")
-    p.add_argument("-k", "--n-components", type=int, required=True, help="K")
-    p.add_argument("--covariance", default="full", help="covariance type")
-    p.add_argument("--variational", action="store_true", help="CAVI instead of EM")
-    p.add_argument("--max-iter", type=int, default=100, help="largest number of iterations")
-    p.add_argument("--tol", type=float, default=None, help="tolerance on the ELBO per datum")
-    p.add_argument("--seed", type=int, default=0, help="seed of the initialisation")
-    p.add_argument("--backend", default=None, help="gloo or nccl (default: nccl if CUDA)")
-    p.add_argument("--save", default=None, help="directory for the model (rank 0 writes it)")
-    args = p.parse_args(argv)
-
-    from varbayes.mixture import GaussianMixture, VariationalGaussianMixture
-
-    try:
-        rows = np.load(args.data, mmap_mode="r", allow_pickle=False)
-    except (OSError, ValueError) as exc:
-        raise ValueError(f"data: cannot read {args.data!r} as a .npy array ({exc})") from exc
-    if rows.ndim != 2:
-        raise ValueError(f"data must hold a 2-D array (N, D); got shape {rows.shape}")
-    cuda = torch.cuda.is_available()
-    backend = args.backend or ("nccl" if cuda else "gloo")
-    torch.distributed.init_process_group(backend)
-    rank, world = torch.distributed.get_rank(), torch.distributed.get_world_size()
-    device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}" if backend == "nccl" else "cpu"
-    finished = False
-    try:
-        bounds = np.linspace(0, rows.shape[0], world + 1).astype(int)
-        shard = np.array(rows[bounds[rank] : bounds[rank + 1]], dtype=np.float64)  # a copy
-        cls = VariationalGaussianMixture if args.variational else GaussianMixture
-        extra = {} if args.tol is None else {"tol": args.tol}
-        model = cls(
-            args.n_components,
-            covariance_type=args.covariance,
-            max_iter=args.max_iter,
-            **extra,
-            random_state=args.seed,
-            device=device,
-            distributed=True,
-        ).fit(shard)
-        if rank == 0:
-            print(f"{world} processes ({backend}), {rows.shape[0]} rows")
-            print(f"ELBO per datum: {model.lower_bound_:.6f}")
-            print(f"iterations: {model.n_iter_}, converged: {model.converged_}")
-            if args.save:
-                model.save(args.save)
-                print(f"saved: {args.save}")
-        finished = True
-    finally:
-        end_process_group(finished)
-    return 0

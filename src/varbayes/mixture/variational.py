@@ -225,6 +225,16 @@ class VariationalGaussianMixture(BaseMixture):
         if self.covariance_prior is None:
             n = summary["n"]
             emp = summary["cov"] * n / (n - 1.0)  # ddof = 1, as numpy.cov
+            if int(torch.linalg.cholesky_ex(emp)[1]) != 0:
+                # constant or collinear features (e.g. duplicated rows): W₀⁻¹ would be
+                # singular and KL(q || p) infinite; add reg_covar (at least eps · scale)
+                var = emp.diagonal()
+                floor = max(
+                    float(self.reg_covar), 16 * torch.finfo(emp.dtype).eps * float(var.max())
+                )
+                emp = emp + max(floor, torch.finfo(emp.dtype).tiny) * torch.eye(
+                    d, dtype=emp.dtype, device=emp.device
+                )
             cp = {"diag": emp.diagonal(), "spherical": emp.diagonal().mean()}.get(ct, emp)
         else:
             cp = self._as_param(self.covariance_prior, "covariance_prior")
