@@ -100,15 +100,18 @@ def test_overflowing_data_fails_cleanly_and_writes_nothing(tmp_path, capsys):
     assert not (tmp_path / "m").exists()
 
 
-def test_torchrun_entry_point_checks_its_data_before_starting(tmp_path):
-    """The torchrun entry point (`-m varbayes.mixture`) names `data` for a bad or 1-D file."""
-    from varbayes.mixture.distributed import main as dist_main
+def test_distributed_fit_checks_its_data_before_starting(tmp_path, capsys):
+    """`gmm fit --distributed` (what `torchrun -m varbayes.mixture` runs) names DATA for a
+    1-D, missing or non-.npy file, exit 2, before any process group starts."""
+    import torch.distributed
 
     np.save(tmp_path / "v.npy", np.ones(5))
-    with pytest.raises(ValueError, match="data must hold a 2-D array"):
-        dist_main([str(tmp_path / "v.npy"), "-k", "2"])
-    with pytest.raises(ValueError, match="data: cannot read"):
-        dist_main([str(tmp_path / "missing.npy"), "-k", "2"])
+    (tmp_path / "x.csv").write_text("1,2\n3,4\n")
+    cases = [("v.npy", "DATA must hold a 2-D array"), ("missing.npy", "reads a .npy file")]
+    for name, match in cases + [("x.csv", "reads a .npy file")]:
+        assert main(["gmm", "fit", "--distributed", str(tmp_path / name), "-k", "2"]) == 2
+        assert match in capsys.readouterr().err
+    assert not torch.distributed.is_initialized()
 
 
 @pytest.mark.parametrize(
