@@ -233,13 +233,18 @@ def load_state(ckpt: Path, map_location="cpu") -> dict:
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:
-        if "weights_only" in str(exc) or "Unsupported global" in str(exc):
+        if "Unsupported global" in str(exc) or "Unsupported class" in str(exc):
             raise ValueError(
                 f"refusing to load {str(path)!r}: it holds pickled Python objects other than "
                 "tensors and plain containers, which could run code; varbayes never writes "
                 "such files (was it tampered with?)"
             ) from None
-        raise ValueError(f"training state {str(path)!r} is corrupted: {exc}") from exc
+        # torch's own advice (load with weights_only=False) is not ours to give
+        detail = str(exc).split("WeightsUnpickler error:")[-1].split("Check the doc")[0]
+        raise ValueError(
+            f"training state {str(path)!r} is corrupted (not a file varbayes wrote): "
+            + " ".join(detail.split())[:200]
+        ) from exc
     if not isinstance(state, dict) or "epoch" not in state:
         raise ValueError(
             f"training state {str(path)!r} is not a varbayes VAE state (expected a dict "

@@ -32,6 +32,7 @@ each global batch (same permutation on every rank, noise seeded ``seed + rank``)
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -48,10 +49,14 @@ from tqdm.auto import tqdm
 
 from varbayes._distributed import end_process_group
 from varbayes._io import atomic_write
+from varbayes._validation import check_device
 from varbayes.monitor import ConvergenceMonitor, NonFiniteObjectiveError
+from varbayes.runlock import RunLock
 from varbayes.vae.checkpoint import (
     LATEST,
     load_checkpoint,
+    remove_leftovers,
+    resolve_checkpoint,
     save_checkpoint,
 )
 from varbayes.vae.config import VAEConfig
@@ -255,7 +260,7 @@ class Trainer:
         self.config = config
         self.run_dir = Path(run_dir)
         self.rank, self.world, local = _dist_info()
-        device = torch.device(device)
+        device = check_device(device, "device")
         if self.world > 1 and device.type == "cuda" and device.index is None:
             device = torch.device("cuda", local)
         self.device = device
@@ -343,7 +348,11 @@ class Trainer:
                 old_handlers[sig] = signal.signal(sig, self._on_signal)
         finished = False
         try:
-            result = self._fit(resume)
+            # Rank 0 alone writes; it holds the run directory's lock while it may.
+            with RunLock(self.run_dir) if self.is_main else contextlib.nullcontext():
+                if self.is_main:
+                    remove_leftovers(self.run_dir)  # of a writer killed mid-save
+                result = self._fit(resume)
             finished = True
             return result
         finally:
@@ -358,7 +367,8 @@ class Trainer:
         run, state = self._setup(resume)
         monitor = ConvergenceMonitor(tol=0.0, max_iter=cfg.epochs, name="ELBO")
         monitor.state.history.extend(h["train_bound"] for h in state.history)
-        self._last_checkpoint = None
+        # a resume with nothing left to train returns the checkpoint it resumed from
+        self._last_checkpoint = resolve_checkpoint(self.run_dir) if resume else None
         if self.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
         interrupted = False
@@ -451,6 +461,14 @@ class Trainer:
                 "resume: config differs from the saved run in "
                 + ", ".join(f"{k} (saved {s!r}, given {g!r})" for k, (s, g) in diff.items())
                 + "; only epochs may change on resume"
+            )
+        done, batch = int(ckpt.state["epoch"]), int(ckpt.state["batch"])
+        if cfg.epochs < done + (batch > 0):
+            raise ValueError(
+                f"epochs={cfg.epochs}: the run in {str(self.run_dir)!r} has already trained "
+                f"{done} epochs"
+                + (f" and {batch} batches" if batch else "")
+                + f"; resume needs epochs >= {done + (batch > 0)}"
             )
         return ckpt.model.to(self.device), ckpt.state
 
