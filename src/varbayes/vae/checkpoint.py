@@ -233,7 +233,8 @@ def load_state(ckpt: Path, map_location="cpu") -> dict:
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:
-        if "Unsupported global" in str(exc) or "Unsupported class" in str(exc):
+        # torch names the refused callable: "Unsupported global", "unsupported GLOBAL"
+        if "global" in str(exc).lower() or "unsupported class" in str(exc).lower():
             raise ValueError(
                 f"refusing to load {str(path)!r}: it holds pickled Python objects other than "
                 "tensors and plain containers, which could run code; varbayes never writes "
