@@ -250,7 +250,7 @@ def test_vae_numbers_match_a_direct_computation(sections, quick_tour):
     from varbayes.vae.data import load_test_data
 
     f = sections["vae"].facts
-    model = load_model(next(p for p in quick_tour.report.parent.parent.glob("tour-vae*")))
+    model = load_model(quick_tour.settings.vae_run)
     x, _ = load_test_data(model.config, test_size=f["vae_n"])
     loc, log_var = model.encoder(x)
     var = log_var.exp()

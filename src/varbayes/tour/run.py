@@ -52,11 +52,12 @@ class TourSettings:
 
 @dataclass
 class TourResult:
-    """The sections computed, the report's path and the total wall-clock seconds."""
+    """The sections computed, the report's path, the total wall-clock seconds, the settings."""
 
     sections: list[Section]
     report: Path
     seconds: float
+    settings: TourSettings
 
     @property
     def failed_checks(self) -> list[str]:
@@ -86,9 +87,9 @@ def run_tour(settings: TourSettings, only: list[int] | None = None) -> TourResul
         "torch": torch.__version__,
         "mode": "--quick" if settings.quick else "full",
         "seed": f"{settings.seed} (data, initialisations and Monte Carlo draws of every section)",
-        "total time": f"{seconds:.1f} s on {os.cpu_count()} CPU cores, "
-        f"{torch.get_num_threads()} torch threads",
+        "total time": f"{seconds:.1f} s on {os.cpu_count()} CPU cores "
+        f"(torch threads: {torch.get_num_threads()})",
         "written": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
     }
     report = write_report(sections, meta, out / "index.html")
-    return TourResult(sections, report, seconds)
+    return TourResult(sections, report, seconds, settings)
