@@ -14,6 +14,7 @@ from sklearn.metrics import adjusted_rand_score
 from sklearn.mixture import GaussianMixture as SkGaussianMixture
 
 from varbayes.mixture import DegenerateMixtureWarning, GaussianMixture, NotFittedError, load
+from varbayes.mixture._estep import use_blocks
 from varbayes.monitor import ConvergenceWarning
 
 COV_TYPES = ["full", "tied", "diag", "spherical"]
@@ -424,7 +425,7 @@ def test_per_component_e_step_matches_sklearn():
         sk = SkGaussianMixture(init_params="random_from_data", **kw).fit(x)
         vb = GaussianMixture(**kw).fit(x)
         chunked = GaussianMixture(chunk_size=13, **kw).fit(x)
-    assert vb._use_blocks(9)
+    assert use_blocks("full", 2, 9)  # this size takes the per-component form
     for name in ["weights_", "means_", "covariances_"]:
         assert rel_err(getattr(sk, name), getattr(vb, name)) < 1e-8, name
         assert rel_err(getattr(vb, name), getattr(chunked, name)) < 1e-10, name

@@ -34,6 +34,7 @@ import torch
 
 from varbayes._validation import check_finite
 from varbayes.mixture import _covariance as cv
+from varbayes.mixture import _estep as es
 from varbayes.mixture import distributed as dist
 from varbayes.mixture import io as mio
 from varbayes.mixture._init import INIT_PARAMS, initial_assignment
@@ -419,56 +420,16 @@ class BaseMixture:
         return {"n": float(n), "mean": mean, "cov": cov, "iu": iu, "d": d}
 
     # -------------------------------------------------------------- the chunked pass
-    def _use_blocks(self, d: int) -> bool:
-        """Full covariances with K < (D + 1) / 4 use the per-component ("blocks") E-step.
-
-        Its elementwise work per row is K·D (the residuals x_i P_k - μ_k P_k) against
-        D + D(D + 1)/2 for the quadratic-form features; it is also the more accurate one
-        (the Mahalanobis terms are sums of squares, not differences of large numbers).
-        """
-        return self.covariance_type == "full" and 4 * self.n_components < d + 1
-
-    def _coefficients(self, st):
-        """ρ_ik in the form the chunked pass uses, from the per-component constant.
-
-        ρ_ik = const_k - ½ (x_i - μ_k)ᵀ Λ_k (x_i - μ_k), with Λ_k = P_k P_kᵀ, as either
-        * ("quad", Wᵀ, c, None): ρ_ki = c_k + (Wᵀ φ_i)_k, Wᵀ = [Λ_k μ_k, -½ a_k] (K, D + T),
-          c_k = const_k - ½ μ_kᵀ Λ_k μ_k;
-        * ("tied", (Λ μ_k)ᵀ (K, D), c, -½ a): the quadratic part is shared by all k;
-        * ("blocks", P (D, K·D), b (K·D,), const): the residuals x_i P - b in one product.
-        """
-        ct, d, k = self.covariance_type, st["d"], self.n_components
-        const = self._rho_constant(st)
-        means, prec = st["means"], st["prec"]
-        if self._use_blocks(d):
-            pchol = st["pchol"]
-            p_all = pchol.permute(1, 0, 2).reshape(d, k * d).contiguous()
-            b = torch.einsum("ka,kab->kb", means, pchol).reshape(-1)
-            return ("blocks", p_all, b, const)
-        lam_mu = cv.precision_matrix_times(prec, ct, means)
-        c = const - 0.5 * (means * lam_mu).sum(1)
-        a = cv.quad_weights(prec, ct, d, st["iu"])
-        if ct == "tied":
-            return ("tied", lam_mu.contiguous(), c, -0.5 * a)
-        return ("quad", torch.cat([lam_mu, -0.5 * a], 1).contiguous(), c, None)
-
-    def _log_rho(self, ft: torch.Tensor, coef) -> torch.Tensor:
-        """ρ_ki for a chunk, shape (K, C), from its features φᵀ (D + T, C) (quad, tied)."""
-        _, wt, c, tied_a = coef
-        if tied_a is None:
-            return torch.addmm(c[:, None], wt, ft)
-        d = wt.shape[1]
-        out = torch.addmm(c[:, None], wt, ft[:d])
-        out += (tied_a @ ft[d:])[None, :]
-        return out
-
-    def _log_rho_blocks(self, xc: torch.Tensor, coef) -> torch.Tensor:
-        """ρ_ki (K, C) for shifted rows ``xc`` (C, D): one product x P, then squares per block."""
-        _, p_all, b, const = coef
-        c, d = xc.shape
-        y = torch.addmm(b, xc, p_all, alpha=1.0, beta=-1.0)  # x_i P_k - μ_k P_k, (C, K·D)
-        maha = y.square_().view(c, -1, d).sum(-1)  # (C, K)
-        return maha.mul_(-0.5).add_(const).T
+    def _coefficients(self, st) -> es.Coefficients:
+        """The E-step's record of ρ_ik = const_k - ½ (x_i - μ_k)ᵀ Λ_k (x_i - μ_k) for ``st``."""
+        return es.coefficients(
+            self.covariance_type,
+            self._rho_constant(st),
+            st["means"],
+            st["prec"],
+            st["pchol"],
+            st["iu"],
+        )
 
     def _feature_cache(self, x: torch.Tensor):
         """A list to keep the chunks' features φ(x) across iterations, or None.
@@ -481,103 +442,33 @@ class BaseMixture:
         t = cv.quad_width(self.covariance_type, d)
         return [] if n * (d + t) * x.element_size() <= _FEATURE_CACHE_BYTES else None
 
-    def _pass(self, x: torch.Tensor, coef, resp=None, cache=None):
-        """One E-step over ``x`` in chunks; returns the statistics and Σ_i log Σ_k exp(ρ_ik).
-
-        With ``resp`` (labels (N,) or responsibilities (N, K)) the E-step is skipped
-        and the statistics of those responsibilities are returned (initialisation).
-        Statistics, in shifted coordinates: nk = N_k (K,), xbar_sum = Σ_i r_ik x_i (K, D),
-        s2 = Σ_i r_ik q(x_i) (K, T), or Σ_i q(x_i) (T,) for the tied type. Per chunk
-        the memory is O(C x (K + D + T)); no (K, N, D) tensor is formed.
-        """
-        st = self._state
-        k, d = self.n_components, x.shape[1]
-        if resp is None and coef[0] == "blocks":
-            return self._pass_blocks(x, coef)
-        ct = self.covariance_type
-        shift, iu = st["shift"], st["iu"]
-        chunk = self._chunk(d, blocks=False)
-        t = cv.quad_width(ct, d)
-        tied = ct == "tied"
-        nk = x.new_zeros(k)
-        g = x.new_zeros((k, d if tied else d + t))
-        s2 = x.new_zeros(t) if tied else None
-        total = x.new_zeros(())
-        for j, a in enumerate(range(0, x.shape[0], chunk)):
-            if cache is not None and j < len(cache):
-                xc, ft = None, cache[j]
-            else:
-                xc = x[a : a + chunk] - shift
-                ft = cv.features(xc, ct, iu)
-                if cache is not None:
-                    cache.append(ft)
-            if resp is None:
-                r = self._log_rho(ft, coef)
-                m = r.amax(0, keepdim=True)
-                r.sub_(m).exp_()
-                s = r.sum(0, keepdim=True)
-                r.div_(s)
-                total += m.sum() + s.log().sum()
-            elif resp.ndim == 1:
-                r = torch.nn.functional.one_hot(resp[a : a + chunk], k).to(x.dtype).T
-            else:
-                r = resp[a : a + chunk].T
-            nk += r.sum(1)
-            if tied:
-                g.addmm_(r, ft[:d].T)  # the first d rows of φᵀ are xᵀ
-                s2 += ft[d:].sum(1)
-            else:
-                g.addmm_(r, ft.T)
-        stats = [nk, g, total] + ([s2] if tied else [])
-        stats = self._allreduce(stats)
-        out = {"nk": stats[0], "xbar_sum": stats[1][:, :d]}
-        out["s2"] = stats[3] if tied else stats[1][:, d:]
-        return out, stats[2]
-
-    def _pass_blocks(self, x: torch.Tensor, coef):
-        """The E-step and statistics of :meth:`_pass` in the per-component form (full Σ).
-
-        Per chunk: ρ from one product x P (C, K·D); N_k and Σ_i r_ik x_i from Rᵀ x; and the
-        second moments Σ_i r_ik x_i x_iᵀ of all K components from ONE product
-        xᵀ [r_i1 x_i, ..., r_iK x_i] (D, K·D). Memory O(C·K·D) per chunk.
-        """
-        st = self._state
-        k, d = self.n_components, x.shape[1]
-        chunk = self._chunk(d, blocks=True)
-        nk = x.new_zeros(k)
-        g = x.new_zeros((k, d))
-        m2 = x.new_zeros((d, k * d))
-        total = x.new_zeros(())
-        for a in range(0, x.shape[0], chunk):
-            xc = x[a : a + chunk] - st["shift"]
-            r = self._log_rho_blocks(xc, coef)  # (K, C)
-            m = r.amax(0, keepdim=True)
-            r.sub_(m).exp_()
-            s = r.sum(0, keepdim=True)
-            r.div_(s)
-            total += m.sum() + s.log().sum()
-            nk += r.sum(1)
-            g.addmm_(r, xc)
-            xr = (r.T[:, :, None] * xc[:, None, :]).view(xc.shape[0], k * d)
-            m2.addmm_(xc.T, xr)
-        nk, g, m2, total = self._allreduce([nk, g, m2, total])
-        iu = st["iu"]
-        s2 = m2.view(d, k, d).permute(1, 0, 2)[:, iu[0], iu[1]]  # (K, T)
-        return {"nk": nk, "xbar_sum": g, "s2": s2}, total
+    def _pass(self, x: torch.Tensor, st, resp=None, cache=None):
+        """One E-step over ``x`` under the state ``st`` (:func:`._estep.e_step`): the
+        statistics and Σ_i log Σ_k exp(ρ_ik); with ``resp``, the statistics of those
+        responsibilities instead (initialisation)."""
+        coef = None if resp is not None else self._coefficients(st)
+        blocks = isinstance(coef, es.Blocks)
+        return es.e_step(
+            x,
+            coef,
+            cov_type=self.covariance_type,
+            k=self.n_components,
+            shift=st["shift"],
+            iu=st["iu"],
+            chunk=self._chunk(x.shape[1], blocks=blocks),
+            allreduce=self._allreduce if self._is_distributed else None,
+            resp=resp,
+            cache=cache,
+        )
 
     def _iter_log_rho(self, x: torch.Tensor):
         """Yield (start, stop, ρ (C, K)) over chunks of ``x`` with the fitted parameters."""
         st = self._state
         coef = self._coefficients(st)
-        blocks = coef[0] == "blocks"
-        chunk = self._chunk(x.shape[1], blocks=blocks)
-        for a in range(0, x.shape[0], chunk):
-            xc = x[a : a + chunk] - st["shift"]
-            if blocks:
-                yield a, a + xc.shape[0], self._log_rho_blocks(xc, coef).T
-            else:
-                ft = cv.features(xc, self.covariance_type, st["iu"])
-                yield a, a + xc.shape[0], self._log_rho(ft, coef).T
+        chunk = self._chunk(x.shape[1], blocks=isinstance(coef, es.Blocks))
+        yield from es.iter_log_rho(
+            x, coef, cov_type=self.covariance_type, shift=st["shift"], iu=st["iu"], chunk=chunk
+        )
 
     # -------------------------------------------------------------- the loop
     def fit(self, X, y=None):
@@ -641,7 +532,8 @@ class BaseMixture:
         max_iter, tol = int(self.max_iter), float(self.tol)
         previous = float(self.lower_bound_) if warm else -math.inf
         best = None
-        cache = None if self._use_blocks(x.shape[1]) else self._feature_cache(x)
+        blocks = es.use_blocks(self.covariance_type, self.n_components, x.shape[1])
+        cache = None if blocks else self._feature_cache(x)
         for _ in range(1 if warm else int(self.n_init)):
             if warm:
                 state = dict(self._state)
@@ -665,7 +557,7 @@ class BaseMixture:
                     verbose=bool(self.verbose),
                 )
                 while True:
-                    stats, lse = self._pass(x, self._coefficients(self._state), cache=cache)
+                    stats, lse = self._pass(x, self._state, cache=cache)
                     elbo = float(self._elbo(lse, self._state, summary)) / summary["n"]
                     trace.append(elbo)
                     stop = monitor.update(elbo)
@@ -734,14 +626,11 @@ class BaseMixture:
         on = self._online
         on["rows"] += nb
         n_total = on["rows"] if n_samples is None else float(n_samples)
-        stats, lse = self._pass(x, self._coefficients(self._state))
+        stats, lse = self._pass(x, self._state)
         bound = self._online_bound(lse, nb, n_total)
-        s_hat = {k: v / nb for k, v in stats.items()}
+        s_hat = stats.scaled(1.0 / nb)
         rho = 1.0 if on["t"] == 0 else (on["t"] + self.learning_offset) ** (-self.learning_decay)
-        if on["s"] is None:
-            on["s"] = s_hat
-        else:
-            on["s"] = {k: (1.0 - rho) * on["s"][k] + rho * s_hat[k] for k in s_hat}
+        on["s"] = s_hat if on["s"] is None else on["s"].blend(s_hat, rho)
         self._state = self._online_step(on["s"], n_total)
         on["t"] += 1
         self.lower_bounds_.append(bound)
@@ -763,7 +652,7 @@ class BaseMixture:
             new[k] = v.to(state[k].dtype)
         return new
 
-    def _initial_resp(self, x: torch.Tensor, gen: torch.Generator):
+    def _initial_resp(self, x: torch.Tensor, gen: torch.Generator, shift: torch.Tensor):
         reduce = dist.allreduce_sum if self._is_distributed else None
         return initial_assignment(
             x,
@@ -772,7 +661,7 @@ class BaseMixture:
             gen,
             self._chunk(1),
             allreduce=reduce,
-            shift=self._state["shift"],
+            shift=shift,
         )
 
     def _warn_once(self, key: str, message: str) -> None:

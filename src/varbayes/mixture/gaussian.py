@@ -172,10 +172,9 @@ class GaussianMixture(BaseMixture):
 
     def _initial_state(self, x, summary, gen) -> dict:
         state = {"shift": summary["mean"], "iu": summary["iu"], "d": summary["d"]}
-        self._state = state
         inits = self._inits
         if len(inits) < 3:
-            stats, _ = self._pass(x, None, resp=self._initial_resp(x, gen))
+            stats, _ = self._pass(x, state, resp=self._initial_resp(x, gen, summary["mean"]))
             state = self._m_step(stats, state, summary)
         if "weights" in inits:
             state["weights"] = inits["weights"]
@@ -199,10 +198,10 @@ class GaussianMixture(BaseMixture):
         """θ = argmax_θ Σ_ik r_ik log π_k N(x_i | μ_k, Σ_k) from the statistics."""
         ct, d, iu = self.covariance_type, st["d"], st["iu"]
         eps = torch.finfo(self._dtype).eps
-        nk_raw = stats["nk"]
+        nk_raw = stats.nk
         nk = nk_raw + 10 * eps
-        means = stats["xbar_sum"] / nk[:, None]
-        cov = cv.covariances_from_stats(nk, means, stats["s2"], ct, self.reg_covar, iu)
+        means = stats.xbar_sum / nk[:, None]
+        cov = cv.covariances_from_stats(nk, means, stats.s2, ct, self.reg_covar, iu)
         # only N_k that underflowed to (about) zero: tiny but positive N_k still give exact
         # weighted averages, as in scikit-learn
         empty = nk_raw <= torch.finfo(self._dtype).tiny * nk_raw.sum()

@@ -249,7 +249,6 @@ class VariationalGaussianMixture(BaseMixture):
     def _initial_state(self, x, summary, gen) -> dict:
         state = {"shift": summary["mean"], "iu": summary["iu"], "d": summary["d"]}
         state.update(self._priors(summary))
-        self._state = state
         if self.resp_init is not None:
             resp = self._as_param(self.resp_init, "resp_init")
             if tuple(resp.shape) != (x.shape[0], self.n_components):
@@ -262,8 +261,8 @@ class VariationalGaussianMixture(BaseMixture):
             ):
                 raise ValueError("resp_init must be >= 0 with rows summing to 1")
         else:
-            resp = self._initial_resp(x, gen)
-        stats, _ = self._pass(x, None, resp=resp)
+            resp = self._initial_resp(x, gen, summary["mean"])
+        stats, _ = self._pass(x, state, resp=resp)
         return self._m_step(stats, state, summary)
 
     # ------------------------------------------------------------------ CAVI steps
@@ -271,9 +270,9 @@ class VariationalGaussianMixture(BaseMixture):
         """q(π), q(μ_k, Λ_k) from N_k, x̄_k, S_k (the CAVI updates of the module docstring)."""
         ct = self.covariance_type
         eps = torch.finfo(self._dtype).eps
-        nk = stats["nk"] + 10 * eps
-        xk = stats["xbar_sum"] / nk[:, None]
-        sk = cv.covariances_from_stats(nk, xk, stats["s2"], ct, self.reg_covar, st["iu"])
+        nk = stats.nk + 10 * eps
+        xk = stats.xbar_sum / nk[:, None]
+        sk = cv.covariances_from_stats(nk, xk, stats.s2, ct, self.reg_covar, st["iu"])
         if self._dp:
             tail = nk.flip(0).cumsum(0).flip(0) - nk  # Σ_{j>k} N_j
             wc = torch.stack([1.0 + nk, st["alpha0"] + tail])
@@ -303,7 +302,7 @@ class VariationalGaussianMixture(BaseMixture):
         pchol, prec = cv.cholesky_precision(cov, ct)
         new = dict(st)
         new.update(
-            wc=wc, beta=beta, means=means, nu=nu, cov=cov, pchol=pchol, prec=prec, nk=stats["nk"]
+            wc=wc, beta=beta, means=means, nu=nu, cov=cov, pchol=pchol, prec=prec, nk=stats.nk
         )
         return new
 
@@ -418,8 +417,7 @@ class VariationalGaussianMixture(BaseMixture):
         return self._partial_fit(X, None if n_samples is None else float(n_samples))
 
     def _online_step(self, s, n_samples):
-        stats = {k: n_samples * v for k, v in s.items()}
-        return self._m_step(stats, self._state, self._online["summary"])
+        return self._m_step(s.scaled(n_samples), self._state, self._online["summary"])
 
     def _online_bound(self, lse, nb, n_samples):
         kl = self._kl_weights(self._state) + self._kl_components(self._state)
