@@ -19,6 +19,7 @@ started from the same responsibilities.
     python benchmarks/gmm.py                    # N in {1e4, 1e5}, D in {2, 16, 64}, K in {8, 32}
     python benchmarks/gmm.py --full             # adds N = 1e6 (slow for scikit-learn)
     python benchmarks/gmm.py --device cuda      # varbayes on a GPU (scikit-learn on CPU)
+    python benchmarks/gmm.py --dtype float32    # varbayes in float32 (its error: score diff)
 """
 
 from __future__ import annotations
@@ -81,15 +82,28 @@ def worker(cfg: dict) -> dict:
         from varbayes.mixture import GaussianMixture, VariationalGaussianMixture
 
         dev = cfg.get("device", "cpu")
-        xin = torch.as_tensor(x, device=dev)
+        dtype = cfg.get("dtype", "float64")  # float32: X and the computation in float32
+        xin = torch.as_tensor(x, device=dev, dtype=getattr(torch, dtype))
 
         def make(m):
             if model == "em":
                 return GaussianMixture(
-                    k, covariance_type=cov, tol=0.0, max_iter=m, device=dev, **init_or_resp
+                    k,
+                    covariance_type=cov,
+                    tol=0.0,
+                    max_iter=m,
+                    device=dev,
+                    dtype=dtype,
+                    **init_or_resp,
                 )
             return VariationalGaussianMixture(
-                k, covariance_type=cov, tol=0.0, max_iter=m, device=dev, resp_init=resp
+                k,
+                covariance_type=cov,
+                tol=0.0,
+                max_iter=m,
+                device=dev,
+                dtype=dtype,
+                resp_init=resp,
             )
 
         def sync():
@@ -189,6 +203,13 @@ def main(argv=None) -> int:
     )
     p.add_argument("--repeats", type=int, default=2, help="timed repeats (minimum kept)")
     p.add_argument("--device", default="cpu", help="device of varbayes (cpu or cuda)")
+    p.add_argument(
+        "--dtype",
+        default="float64",
+        choices=["float64", "float32"],
+        help="precision of varbayes (scikit-learn stays float64: 'score diff' is then the "
+        "float32 error of the mean log-likelihood)",
+    )
     p.add_argument("--timeout", type=float, default=900.0, help="seconds per subprocess")
     p.add_argument(
         "--threads",
@@ -220,7 +241,8 @@ def main(argv=None) -> int:
     threads = args.threads or torch.get_num_threads()
     load = ", ".join(f"{v:.2f}" for v in os.getloadavg())
     print(
-        f"# load average {load}; {threads} thread(s) per library; varbayes on {args.device}; "
+        f"# load average {load}; {threads} thread(s) per library; "
+        f"varbayes on {args.device} in {args.dtype}; "
         f">= {args.iters} timed iterations; torch {torch.__version__}"
     )
     rows = []
@@ -254,6 +276,7 @@ def main(argv=None) -> int:
             cfg["repeats"] = args.repeats
             if lib == "varbayes":
                 cfg["device"] = args.device
+                cfg["dtype"] = args.dtype
             res[lib] = run_one(cfg, sys.executable, args.timeout, args.threads)
         rows.append(res)
         v, s = res["varbayes"], res["sklearn"]
