@@ -16,6 +16,7 @@ written.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import shutil
 import tempfile
@@ -42,8 +43,9 @@ def fsync_path(path: str | os.PathLike) -> None:
         raise
     try:
         os.fsync(fd)
-    except OSError:
-        if not Path(path).is_dir():  # some file systems refuse fsync on directories
+    except OSError as exc:
+        # some file systems refuse fsync on directories; any other error is real
+        if not (Path(path).is_dir() and exc.errno in (errno.EINVAL, errno.ENOTSUP)):
             raise
     finally:
         os.close(fd)

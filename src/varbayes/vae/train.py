@@ -371,6 +371,8 @@ class Trainer:
         self._last_checkpoint = resolve_checkpoint(self.run_dir) if resume else None
         if self.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
+            if resume:  # metrics.jsonl follows the checkpoint (a crash may have cut it short)
+                self._write_metrics(state)
         interrupted = False
         while state.epoch < cfg.epochs:
             t0 = time.perf_counter()
@@ -585,8 +587,12 @@ class Trainer:
             self._last_checkpoint = save_checkpoint(
                 self.run_dir, name, run.model, saved, keep_last=self.keep_last
             )
-            with atomic_write(self.run_dir / METRICS) as f:
-                f.write("".join(json.dumps(h) + "\n" for h in state.history).encode())
+            self._write_metrics(state)
+
+    def _write_metrics(self, state: TrainState) -> None:
+        """metrics.jsonl: one line per finished epoch of ``state.history``, atomically."""
+        with atomic_write(self.run_dir / METRICS) as f:
+            f.write("".join(json.dumps(h) + "\n" for h in state.history).encode())
 
     def _check_and_show(self, bar, state: TrainState) -> None:
         """One host read: raise on a non-finite batch loss, refresh the progress bar."""
