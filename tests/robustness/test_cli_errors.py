@@ -8,12 +8,14 @@ a traceback naming the flag or file, and that the folder is exactly as it was.
 from __future__ import annotations
 
 import pytest
+import torch
 
 from .helpers import assert_one_line_error, run_cli, snapshot
 
 H = ["conjugate", "heights", "--no-plot"]
 V = ["vi", "demo", "--no-plot", "--steps", "20"]
 T = ["vae", "train", "--no-progress", "--out", "newrun"]
+G = ["gmm", "fit", "rows.csv", "-k", "2"]
 
 # (argv, fragments the one error line must hold)
 CASES = [
@@ -140,6 +142,32 @@ CASES = [
         ]
     ],
     (["vae", "plot", "adir", "--out-dir", "afile"], ["--out-dir", "afile", "is a file"]),
+    # gmm fit (the mixture CLI)
+    *[
+        (G + [flag, v], [flag])
+        for flag, v in [
+            ("--seed", "-1"),
+            ("--device", "nonsense"),
+            ("--device", "cuda"),
+            ("--device", "cuda:9"),
+        ]
+    ],
+    *[
+        (G + [flag, v], [name])
+        for flag, v, name in [
+            ("-k", "0", "n_components"),
+            ("--tol", "-1", "tol"),
+            ("--n-init", "0", "n_init"),
+            ("--max-iter", "-1", "max_iter"),
+        ]
+    ],
+    (["gmm", "fit", "adir", "-k", "2"], ["DATA", "adir", "is a directory"]),
+    (["gmm", "fit", "missing.csv", "-k", "2"], ["DATA", "missing.csv"]),
+    (["gmm", "fit", "text.csv", "-k", "2"], ["DATA", "text.csv"]),
+    (["gmm", "fit", "fake.npy", "-k", "2"], ["DATA", "fake.npy"]),
+    (G + ["--save", "model", "--plot", "nodir/fit.png"], ["--plot", "nodir"]),
+    (G + ["--save", "afile/model"], ["afile"]),
+    (G + ["--covariance", "bogus"], ["--covariance"]),  # argparse choices
     # the command itself
     (["nosuchcommand"], ["invalid choice"]),
     (["vae", "nosuch"], ["invalid choice"]),
@@ -159,6 +187,9 @@ def workdir(tmp_path, monkeypatch):
     (tmp_path / "inf.csv").write_text("180\ninf\n")
     (tmp_path / "huge.csv").write_text("1e308\n" * 5)
     (tmp_path / "binary.csv").write_bytes(b"\x89PNG\r\n\x1a\n\x00\xff\xfe")
+    (tmp_path / "fake.npy").write_text("hello\n")
+    rows = torch.randn(40, 2, generator=torch.Generator().manual_seed(0))
+    (tmp_path / "rows.csv").write_text("\n".join(f"{a},{b}" for a, b in rows.tolist()))
     monkeypatch.chdir(tmp_path)
     return tmp_path
 

@@ -154,10 +154,11 @@ _VICTIM = textwrap.dedent(
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("seed", range(6))
+@pytest.mark.parametrize("seed", range(3))
 def test_kill_9_at_random_points_then_resume_is_exact(seed, tmp_path):
-    """kill -9 after a random number of "saving" marks (some mid-save), repeatedly, until the
-    run finishes: it always loads, and ends bit-identical to an uninterrupted run."""
+    """kill -9 after a random number of "saving" marks (mid-save, or between saves) in each
+    of four attempts, then a last attempt runs to the end: the run always loads, and ends
+    bit-identical to an uninterrupted run."""
     epochs = 6
     ref = train(
         CFG.replace(epochs=epochs), tmp_path / "ref", data=tiny_vae_data(), progress=False
@@ -165,7 +166,7 @@ def test_kill_9_at_random_points_then_resume_is_exact(seed, tmp_path):
     run, rng = tmp_path / "run", random.Random(seed)
     tests_dir = os.path.dirname(os.path.dirname(__file__))
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
-    for _attempt in range(30):
+    for attempt in range(5):
         resume = "1" if (run / "latest.json").exists() else "0"
         proc = subprocess.Popen(
             [sys.executable, "-c", _VICTIM, str(run), tests_dir, str(epochs), resume],
@@ -173,7 +174,7 @@ def test_kill_9_at_random_points_then_resume_is_exact(seed, tmp_path):
             text=True,
             env=env,
         )
-        marks, target = 0, rng.randint(1, 4)
+        marks, target = 0, (rng.randint(1, 12) if attempt < 4 else None)
         for line in proc.stdout:
             if line.startswith("saving"):
                 marks += 1
@@ -186,8 +187,7 @@ def test_kill_9_at_random_points_then_resume_is_exact(seed, tmp_path):
         assert proc.returncode == -signal.SIGKILL
         if (run / "latest.json").exists():
             load_checkpoint(run)  # never half-written
-    else:
-        pytest.fail("the run never finished")
+    assert proc.returncode == 0, "the last, undisturbed attempt failed"
     final = load_checkpoint(run)
     assert final.state["epoch"] == epochs
     for k, v in final.model.state_dict().items():

@@ -117,7 +117,8 @@ def register(sub) -> None:
         help="train a VAE (default: 2-D latent on MNIST) and draw the manifold figure",
         description=(
             "Train a VAE with Adam, writing a checkpoint each epoch, metrics.jsonl and, at "
-            "the end, manifold.png and curves.png into --out. Several processes: "
+            "the end, manifold.png and curves.png into --out (one writer at a time: a second "
+            "process on the same --out is refused, naming the holder). Several processes: "
             "torchrun --nproc_per_node=N --no-python varbayes vae train ..."
         ),
     )
