@@ -274,3 +274,30 @@ def test_an_undamaged_run_loads(tiny_run):
     """The control: the same run, undamaged, loads with its state (so the damage is the cause)."""
     ckpt = load_checkpoint(tiny_run)
     assert ckpt.state["epoch"] == 2 and ckpt.config.latent_dim == 2
+
+
+def test_eval_never_writes_nan_into_eval_json(tiny_run, monkeypatch, capsys):
+    """An evaluation whose numbers are not finite is refused (exit 2, naming them); no
+    eval.json appears, so the file never holds the non-standard NaN."""
+    import varbayes.vae.data as vae_data
+    import varbayes.vae.evaluate as vae_evaluate
+
+    x = torch.rand(8, 36)
+    monkeypatch.setattr(vae_data, "load_test_data", lambda *a, **k: (x, None))
+    real = vae_evaluate.evaluate
+
+    def evaluate_with_nan(*args, **kwargs):
+        metrics = real(*args, **kwargs)
+        metrics["elbo"] = float("nan")
+        return metrics
+
+    monkeypatch.setattr(vae_evaluate, "evaluate", evaluate_with_nan)
+    before = snapshot(tiny_run)
+    code, _, err = run_cli(["vae", "eval", tiny_run, "--k", "2", "--no-progress"], capsys)
+    assert code == 2
+    assert_one_line_error(err, "non-finite elbo", "eval.json")
+    assert snapshot(tiny_run) == before
+    monkeypatch.setattr(vae_evaluate, "evaluate", real)
+    code, _, err = run_cli(["vae", "eval", tiny_run, "--k", "2", "--no-progress"], capsys)
+    assert code == 0, err  # the control: the same run evaluates and writes eval.json
+    assert "NaN" not in (tiny_run / "eval.json").read_text()
