@@ -35,7 +35,7 @@ def register(sub) -> None:
     p.add_argument(
         "--correlation", type=float, default=0.8, help="correlation of neighbouring columns of X"
     )
-    p.add_argument("--steps", type=int, default=1000, help="SVI steps (Adam)")
+    p.add_argument("--steps", type=int, default=2500, help="SVI steps (Adam; default 2500)")
     p.add_argument("--lr", type=float, default=0.05, help="SVI learning rate")
     p.add_argument("--particles", type=int, default=4, help="SVI particles per step")
     p.add_argument("--seed", type=int, default=0, help="seed of the data and of SVI")

@@ -131,7 +131,7 @@ def compare_modes(
     *,
     noise_scale: float = 1.0,
     prior_scale: float = 1.0,
-    num_steps: int = 1000,
+    num_steps: int = 2500,
     num_particles: int = 4,
     lr: float = 0.05,
     seed: int = 0,

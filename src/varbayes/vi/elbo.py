@@ -172,7 +172,13 @@ def elbo(
         raise ValueError(f"stl=True needs estimator='pathwise' or 'iwae'; got {estimator!r}")
 
     reparam = dist.has_rsample and estimator != "score"
-    theta = draw(dist, num_particles, generator=generator, reparameterized=reparam)
+    from_noise = (
+        reparam and not stl and estimator != "analytic" and hasattr(q, "rsample_with_log_q")
+    )
+    if from_noise:  # a guide module: log q from the noise ε, no triangular solve
+        theta, log_q_noise = q.rsample_with_log_q(num_particles, generator)
+    else:
+        theta = draw(dist, num_particles, generator=generator, reparameterized=reparam)
     score_log_q = None
     kl = None
     if estimator == "analytic":
@@ -191,7 +197,9 @@ def elbo(
             score_log_q = dist.log_prob(theta)
     else:
         log_p = _call(log_joint, theta, num_particles, validate, "log_joint")
-        if stl:
+        if from_noise:
+            log_q = log_q_noise
+        elif stl:
             log_q = _detached_dist(q).log_prob(theta)
         else:
             log_q = dist.log_prob(theta)

@@ -16,7 +16,7 @@ so the ELBO E_q[log p(x, θ) - log q(θ)] is the right one on the constrained sp
 Families (D' the unconstrained dimension):
 
 * :class:`MeanFieldNormal`  q_u = Π_d N(μ_d, σ_d²)            P = 2D'
-* :class:`FullRankNormal`   q_u = N(μ, LLᵀ), L lower triangular  P = D' + D'(D'+1)/2
+* :class:`FullRankNormal`   q_u = N(μ, LLᵀ), L = diag(s)(I + N)      P = D' + D'(D'+1)/2
 * :class:`LowRankNormal`    q_u = N(μ, WWᵀ + diag(d)), W (D', r) P = D'(r + 2)
 """
 
@@ -113,6 +113,26 @@ class Guide(nn.Module):
             return base
         return TransformedDistribution(base, [self.transform], validate_args=False)
 
+    def rsample_with_log_q(
+        self, num_samples: int, generator: torch.Generator | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """θ = T(u), u = μ + Lε (reparameterized), and log q(θ), shapes ``(S, dim)`` and
+        ``(S,)``, with log q computed from ε:
+
+            log q(θ) = log q_u(u) - log |det ∂T/∂u|,  log q_u(u) = -log|det L| - |ε|²/2 - c.
+        """
+        from varbayes.vi.posterior import draw_with_log_q
+
+        u, log_q = draw_with_log_q(self.base_distribution(), num_samples, generator)
+        if self.transform is None:
+            return u, log_q
+        theta = self.transform(u)
+        ladj = self.transform.log_abs_det_jacobian(u, theta)
+        extra = 1 - self.transform.domain.event_dim  # dims still to sum to get (S,)
+        if extra > 0:
+            ladj = ladj.sum(-1)
+        return theta, log_q - ladj
+
     @property
     def loc(self) -> torch.Tensor:
         """μ, the mean of the unconstrained Gaussian, shape ``(udim,)``."""
@@ -201,36 +221,45 @@ class MeanFieldNormal(Guide):
 
 
 class FullRankNormal(Guide):
-    """Full-rank Normal q_u(u) = N(u | μ, LLᵀ) with a Cholesky factor L.
+    """Full-rank Normal q_u(u) = N(u | μ, LLᵀ), L = diag(s)(I + N) with s = exp(ρ) and N
+    strictly lower triangular (NumPyro's AutoMultivariateNormal parameterization: the
+    scales and the correlations are separate parameters, so a badly scaled posterior
+    does not make the off-diagonals stall or blow up).
 
-    ``flat = [μ (D'), raw (D'(D'+1)/2)]``; L = tril(raw) with its diagonal through exp
-    (``transform_to(constraints.lower_cholesky)``). Returns
-    ``MultivariateNormal(μ, scale_tril=L)``.
+    ``flat = [μ (D'), ρ (D'), N (D'(D'-1)/2)]``. Returns
+    ``MultivariateNormal(μ, scale_tril=L)``; :meth:`rsample_with_log_q` gives
+    log q = -Σρ - |ε|²/2 - (D'/2) log 2π from the noise ε (no triangular solve, so it stays
+    right in float32 however ill-conditioned L is).
     """
 
     def _sizes(self):
-        return [("loc", self.udim), ("raw_tril", self.udim * (self.udim + 1) // 2)]
+        d = self.udim
+        return [("loc", d), ("log_scale", d), ("unit_tril", d * (d - 1) // 2)]
 
     def _tril_index(self):
-        return torch.tril_indices(self.udim, self.udim, device=self.flat.device)
+        return torch.tril_indices(self.udim, self.udim, -1, device=self.flat.device)
 
     @torch.no_grad()
     def _reset(self, init_scale):
-        self._set_tril(init_scale * torch.eye(self.udim, dtype=self.flat.dtype))
+        self._view("log_scale").fill_(math.log(init_scale))
+        self._view("unit_tril").zero_()
 
     def _set_tril(self, L):
-        raw = L.clone()
-        raw.diagonal().copy_(L.diagonal().log())
+        """Set L (lower triangular, positive diagonal): s = diag(L), N = L/s - I."""
+        s = L.diagonal()
+        unit = L / s[:, None]
         i, j = self._tril_index()
-        self._view("raw_tril").copy_(raw[i, j])
+        self._view("log_scale").copy_(s.log())
+        self._view("unit_tril").copy_(unit[i, j])
 
     @property
     def scale_tril(self) -> torch.Tensor:
-        """L, shape ``(udim, udim)``, lower triangular with positive diagonal."""
+        """L = diag(s)(I + N), shape ``(udim, udim)``, lower triangular with diagonal s."""
+        d = self.udim
         i, j = self._tril_index()
-        raw = self.flat.new_zeros(self.udim, self.udim).index_put((i, j), self._view("raw_tril"))
-        d = raw.diagonal()
-        return raw + torch.diag_embed(d.exp() - d)
+        unit = self.flat.new_zeros(d, d).index_put((i, j), self._view("unit_tril"))
+        unit = unit + torch.eye(d, dtype=self.flat.dtype, device=self.flat.device)
+        return self._view("log_scale").exp()[:, None] * unit
 
     def base_distribution(self):
         return MultivariateNormal(self.loc, scale_tril=self.scale_tril, validate_args=False)

@@ -36,10 +36,10 @@ def draw_with_log_q(q, n: int, generator: torch.Generator | None = None):
         return loc.expand(n, d).clone(), loc.new_zeros(n)
     if isinstance(q, LowRankMultivariateNormal):
         r = q.cov_factor.shape[-1]
-        e = torch.randn((n, d + r), generator=generator, dtype=loc.dtype, device=loc.device)
+        e = _randn((n, d + r), generator, loc)
         z = loc + e[:, :d] * q.cov_diag.sqrt() + e[:, d:] @ q.cov_factor.T
         return z, q.log_prob(z)
-    eps = torch.randn((n, d), generator=generator, dtype=loc.dtype, device=loc.device)
+    eps = _randn((n, d), generator, loc)
     if isinstance(q, Independent):
         scale = q.base_dist.scale
         z = loc + eps * scale
@@ -49,6 +49,12 @@ def draw_with_log_q(q, n: int, generator: torch.Generator | None = None):
         z = loc + eps @ L.T
         log_det = L.diagonal().log().sum()
     return z, -log_det - 0.5 * (eps * eps).sum(-1) - 0.5 * d * _LOG_2PI
+
+
+def _randn(shape, generator, like):
+    if generator is not None and generator.device != like.device:
+        return torch.randn(shape, generator=generator, dtype=like.dtype).to(like.device)
+    return torch.randn(shape, generator=generator, dtype=like.dtype, device=like.device)
 
 
 class _PointMass(Distribution):

@@ -35,9 +35,15 @@ import torch
 from torch import nn
 
 from varbayes._validation import check_int
-from varbayes.monitor import ConvergenceMonitor, MonitorState, NonFiniteObjectiveError
+from varbayes.monitor import (
+    ConvergenceMonitor,
+    ConvergenceWarning,
+    MonitorState,
+    NonFiniteObjectiveError,
+)
 from varbayes.vi.elbo import ESTIMATORS, elbo
 from varbayes.vi.guides import MeanFieldNormal
+from varbayes.vi.model import no_validation
 
 __all__ = ["SVIState", "SVIResult", "fit"]
 
@@ -140,16 +146,19 @@ def fit(
         The random stream for ε and minibatches: ``generator`` if given, else a new one
         seeded with ``seed``. The same seed gives the same run.
     tol, rtol, window
-        Stop when the mean ELBO of the last ``window`` steps changes from the previous
-        window by less than ``tol`` or ``rtol · |ELBO|`` (see :class:`ConvergenceMonitor`);
-        the default rtol=1e-4 stops once the trend is below the Monte Carlo noise of a
-        100-step mean. ``tol=0, rtol=0`` runs all ``num_steps`` (no warning then).
+        Stop when the ELBO has no upward trend: a least-squares line through the last
+        4·``window`` per-step values, its slope bounded above by slope + 2 se, would gain
+        at most max(``tol``, ``rtol``·|ELBO|) over one more window. (Two consecutive
+        window means, the rule before, declared convergence inside a slow climb.)
+        ``tol=0, rtol=0`` runs all ``num_steps`` (no warning then).
     sync_every : int, optional
         Copy the ELBO values to the host every this many steps (default ``window``).
     on_nonfinite : {"raise", "stop"}
-        When the ELBO becomes NaN/inf the guide is restored to the best parameters seen;
-        then ``"raise"`` re-raises :class:`NonFiniteObjectiveError` (naming the step) and
-        ``"stop"`` warns and returns the result.
+        When the ELBO or the parameters become NaN/inf, the guide is restored to the
+        better of the best-window and the initial parameters, each re-scored by a fresh
+        64-draw ELBO (never left non-finite); then ``"raise"`` raises
+        :class:`NonFiniteObjectiveError` (naming the step) and ``"stop"`` warns and
+        returns the result.
     verbose : bool
         Show a progress bar.
     state : SVIState, optional
@@ -160,6 +169,11 @@ def fit(
         pathwise estimator, a model with ``value_and_grad``). None: when available.
     compile : bool
         Wrap the fast step's gradient computation in ``torch.compile``.
+
+    The default optimizer is ``torch.optim.Adam(lr, fused=True)``; every step writes
+    ∇λ(-ELBO) into ``.grad`` (hand-derived on the fast path, by autograd otherwise) and
+    calls the optimizer's public ``step``. torch.distributions argument checks are off
+    inside the loop (the model and guide are checked once before it).
 
     Returns
     -------
@@ -211,8 +225,10 @@ def fit(
     order, position = None, 0
     best_params = copy.deepcopy(guide.state_dict())
     best_elbo = -math.inf
+    # the monitor keeps the history and catches non-finite values; convergence is decided
+    # here by the trend test (_no_trend), not by two consecutive windows
     monitor = ConvergenceMonitor(
-        tol, num_steps, rtol=rtol, window=window, verbose=verbose, name="ELBO"
+        0.0, num_steps, rtol=0.0, window=window, verbose=verbose, name="ELBO"
     )
     if state is not None:
         guide.load_state_dict(state.params)
@@ -234,28 +250,10 @@ def fit(
             "fast=True needs a MeanFieldNormal guide on the real line, the pathwise "
             "estimator and a model with value_and_grad"
         )
-    fused = use_fast and _plain_adam(opt)
-    step_fn = _fused_meanfield_adam_step if fused else _meanfield_grad
-    if use_fast and compile:
-        step_fn = torch.compile(step_fn, dynamic=False)
-    if fused:
-        flat = guide.flat
-        adam = opt.state[flat]
-        if not adam:
-            adam["step"] = torch.tensor(0.0, dtype=torch.float32)
-            adam["exp_avg"] = torch.zeros_like(flat, memory_format=torch.preserve_format)
-            adam["exp_avg_sq"] = torch.zeros_like(flat, memory_format=torch.preserve_format)
-        group = opt.param_groups[0]
-        lr_t = torch.tensor(float(group["lr"]), dtype=torch.float64, device=device)
-        t_t = torch.tensor(0.0, dtype=torch.float64, device=device)
-        adam_t = [int(adam["step"])]  # Python copy of Adam's step count (one sync, here)
-        # The fused step updates the parameters itself; tell an LR scheduler that the
-        # optimizer did step (torch sets this flag in its step wrapper).
-        opt._opt_called = True
+    grad_fn = (
+        torch.compile(_meanfield_grad, dynamic=False) if use_fast and compile else (_meanfield_grad)
+    )
     full_inputs = model.grad_inputs() if use_fast else None
-    lean = None
-    if fused and not compile and num_particles == 1 and device.type == "cpu" and _FUSED_ADAM:
-        lean = _LeanStep(model, guide.flat.detach(), adam, group, stl)
 
     def next_batch():
         nonlocal order, position
@@ -269,13 +267,9 @@ def fit(
         return model.subsample(idx)
 
     def step():
+        """One step: ∇λ(-ELBO) into ``.grad`` (hand-derived or autograd), then the optimizer."""
         m = next_batch()
-        if lean is not None:
-            value = lean(generator, m.scale, full_inputs if m is model else m.grad_inputs())
-            adam_t[0] += 1
-            if sched is not None:
-                sched.step()
-            return value
+        opt.zero_grad(set_to_none=True)
         if use_fast:
             flat = guide.flat
             noise = torch.randn(
@@ -285,41 +279,11 @@ def fit(
                 device=device,
             )
             inputs = full_inputs if m is model else m.grad_inputs()
-            if fused:
-                b1, b2 = group["betas"]
-                adam_t[0] += 1
-                if compile:  # scalars as tensors: no recompilation when they change
-                    lr_t.fill_(float(group["lr"]))
-                    t_t.fill_(adam_t[0])
-                    lr_arg, t_arg = lr_t, t_t
-                else:
-                    lr_arg, t_arg = float(group["lr"]), adam_t[0]
-                with torch.no_grad():
-                    value = step_fn(
-                        model._value_and_grad_impl,
-                        flat.detach(),
-                        adam["exp_avg"],
-                        adam["exp_avg_sq"],
-                        adam["step"],
-                        t_arg,
-                        lr_arg,
-                        b1,
-                        b2,
-                        group["eps"],
-                        noise,
-                        stl,
-                        m.scale,
-                        *inputs,
-                    )
-                if sched is not None:
-                    sched.step()
-                return value
-            value, grad = step_fn(
-                model._value_and_grad_impl, flat.detach(), noise, stl, m.scale, *inputs
+            value, grad = grad_fn(
+                m._value_and_grad_impl, flat.detach(), noise, stl, m.scale, *inputs
             )
-            guide.flat.grad = grad
+            flat.grad = grad
         else:
-            opt.zero_grad(set_to_none=True)
             e = elbo(
                 m,
                 guide,
@@ -339,38 +303,59 @@ def fit(
     stop, converged, message = False, False, ""
     n = start
     end = start + num_steps
+    initial_params = copy.deepcopy(guide.state_dict())
     try:
-        while not stop and n < end:
-            chunk_end = min(end, (n // sync_every + 1) * sync_every)
-            values = []
-            try:
-                for _ in range(chunk_end - n):
-                    values.append(step())
-            except (ValueError, RuntimeError):
-                # NaN parameters make torch.distributions raise; if an earlier step of this
-                # chunk was already non-finite, report that step (the monitor raises).
-                for v in torch.stack(values).tolist() if values else []:
-                    monitor.update(v)
-                raise
-            host = torch.stack(values).tolist()
-            n = chunk_end
-            for v in host:
-                if monitor.update(v):
-                    stop = True
-                    break
-            chunk_mean = sum(host) / len(host)
-            if chunk_mean > best_elbo:
-                best_elbo = chunk_mean
-                best_params = copy.deepcopy(guide.state_dict())
+        # inputs were checked once above: no torch.distributions argument checks per step
+        # (a NaN parameter then shows up as a NaN ELBO, caught by the monitor)
+        with no_validation():
+            while not stop and n < end:
+                chunk_end = min(end, (n // sync_every + 1) * sync_every)
+                values = []
+                try:
+                    for _ in range(chunk_end - n):
+                        values.append(step())
+                except (ValueError, RuntimeError) as exc:
+                    # an earlier non-finite step of this chunk is reported first (the
+                    # monitor raises); then non-finite parameters are the divergence
+                    for v in torch.stack(values).tolist() if values else []:
+                        monitor.update(v)
+                    if not _finite(guide):
+                        at = n + len(values) + 1
+                        raise NonFiniteObjectiveError(
+                            f"the guide's parameters became non-finite at step {at} ({exc}).", at
+                        ) from exc
+                    raise
+                host = torch.stack(values).tolist()
+                n = chunk_end
+                for v in host:
+                    if monitor.update(v):
+                        stop = True
+                        break
+                if (tol > 0 or rtol > 0) and _no_trend(monitor.history, window, tol, rtol):
+                    monitor.state.converged = stop = True
+                if not _finite(guide):  # a finite ELBO but a NaN gradient: caught here
+                    raise NonFiniteObjectiveError(
+                        f"the guide's parameters became non-finite by step {n}.", n
+                    )
+                chunk_mean = sum(host) / len(host)
+                if chunk_mean > best_elbo:
+                    best_elbo = chunk_mean
+                    best_params = copy.deepcopy(guide.state_dict())
         converged = monitor.converged
         message = f"converged at step {n}" if converged else f"stopped at max steps ({n})"
-        if tol > 0 or rtol > 0:
-            monitor.warn_if_not_converged("increase num_steps, or raise tol/rtol")
+        if (tol > 0 or rtol > 0) and not converged:
+            warnings.warn(
+                f"ELBO did not converge in {n} steps: its trend over the last {4 * window} "
+                f"steps may still gain more than max(tol, rtol·|ELBO|) per {window} steps; "
+                "increase num_steps, or raise tol/rtol",
+                ConvergenceWarning,
+                stacklevel=2,
+            )
     except NonFiniteObjectiveError as exc:
-        guide.load_state_dict(best_params)
+        which, value = _restore(model, guide, estimator, best_params, initial_params)
         message = (
-            f"{exc} The guide was restored to the best parameters seen "
-            f"(window-mean ELBO {best_elbo:.6g})."
+            f"{exc} The guide was restored to the {which} "
+            f"(ELBO re-estimated with 64 fresh draws: {value:.6g})."
         )
         if on_nonfinite == "raise":
             raise NonFiniteObjectiveError(message, exc.step) from exc
@@ -393,11 +378,71 @@ def fit(
     return SVIResult(guide, list(monitor.history), converged, new_state, message)
 
 
+def _no_trend(history, window, tol, rtol) -> bool:
+    """The stopping rule: over the last 4·window steps, fit the ELBO values by a line
+    (least squares) and bound the gain over one more window by (slope + 2·se)·window;
+    converged when that bound is ≤ max(tol, rtol·|mean ELBO of the last window|).
+
+    A slow steady climb hidden in the noise of two consecutive window means (which made
+    the old rule stop 46 sds from the optimum) shows up as a significant slope."""
+    n = 4 * window
+    if len(history) < n:
+        return False
+    y = torch.tensor(history[-n:], dtype=torch.float64)
+    t = torch.arange(n, dtype=torch.float64)
+    t = t - t.mean()
+    slope = float((t * (y - y.mean())).sum() / (t * t).sum())
+    resid = y - y.mean() - slope * t
+    se = float((resid.pow(2).sum() / (n - 2) / (t * t).sum()).sqrt())
+    return (slope + 2 * se) * window <= max(tol, rtol * abs(float(y[-window:].mean())))
+
+
+def _finite(guide) -> bool:
+    return all(bool(torch.isfinite(p).all()) for p in guide.parameters())
+
+
+@torch.no_grad()
+def _restore(model, guide, estimator, best_params, initial_params):
+    """Load the better of the best-window and the initial parameters, each judged by a
+    fresh 64-draw ELBO (a window mean can be bogus just before a divergence); returns
+    (which, its ELBO). The guide is never left with non-finite parameters."""
+    scored = []
+    for which, params in (
+        ("best parameters seen", best_params),
+        ("initial parameters", initial_params),
+    ):
+        guide.load_state_dict(params)
+        if not _finite(guide):
+            continue
+        try:
+            with no_validation():
+                value = float(
+                    elbo(
+                        model,
+                        guide,
+                        64,
+                        estimator=None if estimator == "score" else estimator,
+                        generator=torch.Generator(
+                            device=guide.flat.device if hasattr(guide, "flat") else "cpu"
+                        ).manual_seed(0),
+                        validate=False,
+                    )
+                )
+        except (ValueError, RuntimeError):
+            value = -math.inf
+        scored.append((value if math.isfinite(value) else -math.inf, which, params))
+    value, which, params = max(scored, key=lambda t: t[0])
+    guide.load_state_dict(params)
+    return which, value
+
+
 def _make_optimizer(optimizer, params, lr) -> torch.optim.Optimizer:
     if optimizer is None:
         if not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0):
             raise ValueError(f"lr must be a finite number > 0; got {lr!r}")
-        return torch.optim.Adam(params, lr=lr)
+        # fused=True: torch's one-kernel Adam update (public API; CPU and CUDA)
+        fused = all(p.device.type in ("cpu", "cuda") for p in params)
+        return torch.optim.Adam(params, lr=lr, fused=fused)
     if isinstance(optimizer, torch.optim.Optimizer):
         owned = {id(p) for g in optimizer.param_groups for p in g["params"]}
         if not all(id(p) in owned for p in params):
@@ -426,22 +471,6 @@ def _fast_available(model, guide, estimator) -> bool:
     return hasattr(model, "grad_inputs") and model.value_and_grad(probe) is not None
 
 
-def _plain_adam(opt) -> bool:
-    """An Adam the fused step reproduces: one parameter, no weight decay/amsgrad/maximize."""
-    if type(opt) is not torch.optim.Adam or len(opt.param_groups) != 1:
-        return False
-    g = opt.param_groups[0]
-    return (
-        len(g["params"]) == 1
-        and g["weight_decay"] == 0
-        and not g["amsgrad"]
-        and not g["maximize"]
-        and not g.get("differentiable", False)
-        and not g.get("capturable", False)
-        and not isinstance(g["lr"], torch.Tensor)
-    )
-
-
 def _meanfield_grad(value_and_grad, flat, noise, stl, scale, *inputs):
     """ELBO estimate and the gradient of the LOSS (-ELBO) w.r.t. flat = [μ, ρ].
 
@@ -450,12 +479,6 @@ def _meanfield_grad(value_and_grad, flat, noise, stl, scale, *inputs):
     (with STL, -log q is differentiated with λ fixed: g + ε/σ in place of g and no +1).
     ``noise`` is ε, shape (S, D); ``value_and_grad(theta, scale, *inputs)`` the model's.
     """
-    value, g_mu, g_rho = _meanfield_ascent(value_and_grad, flat, noise, stl, scale, *inputs)
-    return value, -torch.cat([g_mu, g_rho])
-
-
-def _meanfield_ascent(value_and_grad, flat, noise, stl, scale, *inputs):
-    """(ELBO estimate, ∇_μ ELBO, ∇_ρ ELBO) for the mean-field Normal; see _meanfield_grad."""
     d = flat.shape[0] // 2
     loc, log_scale = flat[:d], flat[d:]
     sigma = log_scale.exp()
@@ -467,110 +490,9 @@ def _meanfield_ascent(value_and_grad, flat, noise, stl, scale, *inputs):
         noise0, g0 = noise[0], g[0]
         value = log_p[0].add(log_scale.sum()).add_(torch.dot(noise0, noise0), alpha=0.5)
         g_rho = (g0 * noise0).mul_(sigma)
-        return value.add_(0.5 * d * _LOG_2PI), g0, g_rho if stl else g_rho.add_(1.0)
+        g_rho = g_rho if stl else g_rho.add_(1.0)
+        return value.add_(0.5 * d * _LOG_2PI), -torch.cat([g0, g_rho])
     neg_log_q = log_scale.sum() + 0.5 * (noise * noise).sum(-1) + 0.5 * d * _LOG_2PI
     value = (log_p + neg_log_q).mean()
     g_rho = (g * noise).mean(0) * sigma
-    return value, g.mean(0), g_rho if stl else g_rho + 1.0
-
-
-_FUSED_ADAM = getattr(torch, "_fused_adam_", None)  # torch's fused Adam kernel (torch >= 2.4)
-
-
-def _fused_adam_ascent(flat, ascent, exp_avg, exp_avg_sq, step, lr, beta1, beta2, eps):
-    """torch's fused CPU Adam kernel on ``flat`` (``step`` already incremented): one call
-    in place of ~9 element-wise kernels. ``maximize=True``: it steps along ``ascent`` =
-    +∇λ ELBO, i.e. down the loss -ELBO, with the same state torch's Adam keeps."""
-    _FUSED_ADAM(
-        [flat], [ascent], [exp_avg], [exp_avg_sq], [], [step], lr=lr, beta1=beta1,
-        beta2=beta2, weight_decay=0.0, eps=eps, amsgrad=False, maximize=True,
-    )  # fmt: skip
-
-
-class _LeanStep:
-    """The eager CPU one-particle form of :func:`_fused_meanfield_adam_step`: the same
-    arithmetic and random draws, on buffers allocated once, so that a step is ~20 kernel
-    calls and little Python (the step of a small model is bound by call overhead)."""
-
-    def __init__(self, model, flat, adam, group, stl):
-        d = flat.shape[0] // 2
-        self.model, self.flat, self.adam, self.group, self.stl = model, flat, adam, group, stl
-        self.one = getattr(model, "_value_and_grad_one", None)  # (θ (D,)) -> (0-d, (D,))
-        self.loc, self.log_scale = flat[:d], flat[d:]
-        self.grad = torch.empty_like(flat)
-        self.g_mu, self.g_rho = self.grad[:d], self.grad[d:]
-        self.noise, self.sigma = flat.new_empty(d), flat.new_empty(d)
-        self.theta = flat.new_empty((1, d))
-        self.theta0 = self.theta[0]
-        self.const = 0.5 * d * _LOG_2PI
-
-    def __call__(self, generator, scale, inputs):
-        noise, sigma, g_rho = self.noise, self.sigma, self.g_rho
-        torch.randn(noise.shape, generator=generator, out=noise)
-        torch.exp(self.log_scale, out=sigma)
-        torch.addcmul(self.loc, sigma, noise, out=self.theta0)
-        g_mu = self.g_mu
-        if self.one is not None and scale != 0:
-            log_p, _ = self.one(self.theta0, scale, *inputs, out=g_mu)
-        else:
-            log_p, g = self.model._value_and_grad_impl(self.theta, scale, *inputs)
-            log_p = log_p[0]
-            g_mu.copy_(g[0])
-        if self.stl:  # -log q differentiated with λ fixed: g + ε/σ, and no +1 for ρ
-            g_mu.addcdiv_(noise, sigma)
-        torch.mul(g_mu, noise, out=g_rho).mul_(sigma)
-        if not self.stl:
-            g_rho.add_(1.0)
-        value = log_p.add(self.log_scale.sum()).add_(torch.dot(noise, noise), alpha=0.5)
-        group, adam = self.group, self.adam
-        b1, b2 = group["betas"]
-        adam["step"].add_(1)
-        _fused_adam_ascent(
-            self.flat, self.grad, adam["exp_avg"], adam["exp_avg_sq"], adam["step"],
-            float(group["lr"]), b1, b2, group["eps"],
-        )  # fmt: skip
-        return value.add_(self.const)
-
-
-def _fused_meanfield_adam_step(
-    value_and_grad,
-    flat,
-    exp_avg,
-    exp_avg_sq,
-    step,
-    t,
-    lr,
-    beta1,
-    beta2,
-    adam_eps,
-    noise,
-    stl,
-    scale,
-    *inputs,
-):
-    """One mean-field SVI step with torch's Adam update, in place on ``flat`` and the Adam
-    state: torch's fused Adam kernel on CPU when eager, else written out (few kernels;
-    ``torch.compile`` fuses them further):
-
-        m ← β₁m + (1-β₁)g,  v ← β₂v + (1-β₂)g²,  t ← t + 1,
-        λ ← λ - lr/(1-β₁ᵗ) · m / (√v/√(1-β₂ᵗ) + ε),      g = ∇λ(-ELBO).
-
-    ``t`` is the new step count and ``lr`` the learning rate (Python numbers when eager,
-    0-d float64 tensors when compiled). Returns the ELBO estimate (0-d tensor; no sync).
-    """
-    value, g_mu, g_rho = _meanfield_ascent(value_and_grad, flat, noise, stl, scale, *inputs)
-    step.add_(1)
-    if not isinstance(t, torch.Tensor) and flat.device.type == "cpu" and _FUSED_ADAM is not None:
-        ascent = torch.cat([g_mu, g_rho])
-        _fused_adam_ascent(flat, ascent, exp_avg, exp_avg_sq, step, lr, beta1, beta2, adam_eps)
-        return value
-    grad = torch.cat([g_mu, g_rho]).neg_()
-    exp_avg.lerp_(grad, 1 - beta1)
-    exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
-    bias1 = 1 - beta1**t
-    bias2_sqrt = (1 - beta2**t) ** 0.5
-    if isinstance(t, torch.Tensor):
-        bias1, bias2_sqrt = bias1.to(flat.dtype), bias2_sqrt.to(flat.dtype)
-    denom = (exp_avg_sq.sqrt() / bias2_sqrt).add_(adam_eps)
-    flat.sub_(exp_avg.div(denom).mul_(lr / bias1))
-    return value
+    return value, -torch.cat([g.mean(0), g_rho if stl else g_rho + 1.0])
