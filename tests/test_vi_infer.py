@@ -10,7 +10,7 @@ from torch import distributions as dist
 from torch.distributions import constraints
 
 from varbayes import vi
-from varbayes.monitor import NonFiniteObjectiveError
+from varbayes.monitor import ConvergenceWarning, NonFiniteObjectiveError
 from varbayes.vi.infer import _maximise
 
 D64 = torch.float64
@@ -93,8 +93,9 @@ def test_converged_means_converged_more_iterations_change_nothing():
 
 
 def test_a_run_cut_short_is_not_converged():
-    """max_iter too small: converged is False and the message says so."""
-    post = vi.fit(vi.Model(eight_schools, EIGHT), max_iter=3)
+    """max_iter too small: converged is False, the message says so, and fit warns."""
+    with pytest.warns(ConvergenceWarning, match="did not converge"):
+        post = vi.fit(vi.Model(eight_schools, EIGHT), max_iter=3)
     assert not post.converged and "not converged" in post.message
 
 

@@ -44,7 +44,7 @@ import torch
 from torch.distributions import Independent, LowRankMultivariateNormal, MultivariateNormal, Normal
 
 from varbayes._validation import check_int
-from varbayes.monitor import NonFiniteObjectiveError
+from varbayes.monitor import ConvergenceWarning, NonFiniteObjectiveError
 from varbayes.vi.model import Model, no_validation
 from varbayes.vi.posterior import Posterior, draw_with_log_q, point_mass
 from varbayes.vi.psis import KHAT_THRESHOLD, psis
@@ -128,6 +128,12 @@ def fit_model(
         model, q, guide, elbo, se, khat, trace, steps, converged, message, seed,
         {"map": z_map.detach(), "num_draws": num_draws},
     )  # fmt: skip
+    if not converged:
+        warnings.warn(
+            f"fit did not converge ({message}); raise max_iter, or check the model",
+            ConvergenceWarning,
+            stacklevel=3,
+        )
     if khat > KHAT_THRESHOLD:
         warnings.warn(
             f"PSIS k̂ = {khat:.2f} > {KHAT_THRESHOLD}: the {guide} q is far from the posterior; "
