@@ -13,8 +13,10 @@ posterior (``Posterior.sample``: importance-resampled when k̂ ≤ 0.7):
 
 Monte Carlo error of the checks: 10,000 draws put the sample mean within about 0.01 sd and
 the sd ratio within about 1% of the fitted q's (and the 10,000 reference draws are as
-close to the posterior's), well inside the tolerances. Most fits take a minute or more on
-a loaded 2-core machine and are marked slow; kidiq and eight_schools stay in the default run.
+close to the posterior's), well inside the tolerances. Each fit takes seconds, so all run
+by default but gp_pois_regr, which is a known failure (kept strict, and slow): its GP
+hyper-parameters rho and alpha have heavy-tailed posteriors that no Gaussian q on
+log rho, log alpha matches (sd ratios about 0.4); the fit says so with k̂ ≈ 0.86 > 0.7.
 """
 
 import json
@@ -32,12 +34,18 @@ import _data  # noqa: E402
 import posteriordb_models  # noqa: E402
 
 REFERENCE = json.loads((REPO / "tests" / "data" / "posteriordb_reference.json").read_text())
-FAST = {"kidiq", "eight_schools"}
 NAMES = sorted(posteriordb_models.MODELS)
+#: Posteriors where the default fit is known to miss the criteria, with the reason.
+KNOWN_FAILURES = {
+    "gp_pois_regr": "heavy-tailed rho, alpha: a Gaussian q gives sd ratios ~0.4 (k-hat 0.86 warns)",
+}
 
 
 def _param(name):
-    return name if name in FAST else pytest.param(name, marks=pytest.mark.slow)
+    if name in KNOWN_FAILURES:
+        marks = [pytest.mark.slow, pytest.mark.xfail(reason=KNOWN_FAILURES[name], strict=True)]
+        return pytest.param(name, marks=marks)
+    return name
 
 
 def fit_and_compare(name, guide):

@@ -319,7 +319,10 @@ def _maximise(objective, x0, max_iter, gtol, history=30):
 
     Stops, converged, when max |∇f| ≤ ``gtol`` (``None``: ≤ 1e-8·max(1, |f|)); when the
     line search finds no ascent even along the gradient it stops, converged only if
-    max |∇f| ≤ 100·gtol. Returns ``(x, trace of f per iteration, converged, message)``;
+    max |∇f| ≤ 100·gtol. It also stops after 5 iterations in a row that raise f by no more
+    than 1e-12·max(1, |f|) (f is then optimal to float64 precision, while ill-conditioning
+    can keep ∇f above the tolerance): converged when ``gtol`` is ``None`` (the MAP), else
+    only if max |∇f| ≤ 100·gtol. Returns ``(x, trace of f per iteration, converged, message)``;
     a non-finite f at the start raises :class:`NonFiniteObjectiveError`."""
 
     def value_and_grad(v):
@@ -341,6 +344,7 @@ def _maximise(objective, x0, max_iter, gtol, history=30):
         raise NonFiniteObjectiveError("the objective is not finite at the start point", 0)
     pairs: list[tuple[torch.Tensor, torch.Tensor, float]] = []
     trace, converged, message = [], False, f"not converged after {max_iter} iterations"
+    flat = 0  # iterations in a row that raised f by less than float64 precision
     for it in range(1, max_iter + 1):
         gmax = float(g.abs().max())
         tol = gtol if gtol is not None else 1e-8 * max(1.0, abs(f))
@@ -376,8 +380,17 @@ def _maximise(objective, x0, max_iter, gtol, history=30):
             pairs.append((s_k, y_k, 1.0 / sy))
             if len(pairs) > history:
                 pairs.pop(0)
+        flat = flat + 1 if f_new - f <= 1e-12 * max(1.0, abs(f)) else 0
         x, f, g = x + s_k, f_new, g_new
         trace.append(f)
+        if flat >= 5:
+            gmax = float(g.abs().max())
+            converged = gtol is None or gmax <= 100 * gtol
+            message = (
+                f"{'converged' if converged else 'stalled'} at iteration {it}: f unchanged to "
+                f"float64 precision for 5 iterations, max|∇| = {gmax:.2g}"
+            )
+            break
     else:
         gmax = float(g.abs().max())
         tol = gtol if gtol is not None else 1e-8 * max(1.0, abs(f))
