@@ -421,3 +421,15 @@ def test_nan_gradient_with_a_finite_elbo_is_a_divergence_with_its_step():
         r = fit(log_joint, g2, num_steps=500, lr=0.05, rtol=0, seed=0, window=10,
                 on_nonfinite="stop")  # fmt: skip
     assert bool(torch.isfinite(g2.flat).all()) and not r.converged
+
+
+def test_a_module_that_is_not_a_guide_is_a_clear_type_error():
+    model = LinearRegression(torch.randn(20, 2), torch.randn(20))
+    with pytest.raises(TypeError, match=r"guide.*Linear\(\) failed"):
+        fit(model, torch.nn.Linear(2, 2), num_steps=3)
+
+
+def test_a_float32_guide_on_float64_data_names_the_dtypes():
+    x, y = torch.randn(20, 2, dtype=torch.float64), torch.randn(20, dtype=torch.float64)
+    with pytest.raises(ValueError, match=r"q is torch.float32 but the model .* torch.float64"):
+        fit(LinearRegression(x, y), MeanFieldNormal(2), num_steps=3)

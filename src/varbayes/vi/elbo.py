@@ -351,7 +351,17 @@ def _randn(shape, like, gen):
 
 # ---------------------------------------------------------------------- checks
 def _resolve_q(q) -> Distribution:
-    dist = q() if isinstance(q, nn.Module) else q
+    if isinstance(q, nn.Module):
+        try:
+            dist = q()
+        except TypeError as exc:  # e.g. an nn.Linear, whose forward needs an input
+            raise TypeError(
+                f"q (the guide) must be a module that returns a torch Distribution when called "
+                f"with no arguments, like varbayes.vi.MeanFieldNormal; {type(q).__name__}() "
+                f"failed: {exc}"
+            ) from None
+    else:
+        dist = q
     if not isinstance(dist, Distribution):
         raise TypeError(
             "q must be a torch.distributions.Distribution or a guide module returning one; "
@@ -384,6 +394,11 @@ def _check_model_shape(log_joint, dist) -> None:
     if not callable(log_joint):
         raise TypeError(f"log_joint must be callable; got {type(log_joint).__name__}")
     prior = getattr(log_joint, "prior", None)
+    if isinstance(prior, Distribution) and prior.mean.dtype != dist.mean.dtype:
+        raise ValueError(
+            f"q is {dist.mean.dtype} but the model (log_joint) is {prior.mean.dtype}; build the "
+            f"guide with dtype={prior.mean.dtype} (or the model's data in {dist.mean.dtype})"
+        )
     if isinstance(prior, Distribution) and prior.event_shape != dist.event_shape:
         raise ValueError(
             f"q has event_shape {tuple(dist.event_shape)} but the model's prior (log_joint) "
