@@ -164,9 +164,9 @@ CASES = [
     (["gmm", "fit", "adir", "-k", "2"], ["DATA", "adir", "is a directory"]),
     (["gmm", "fit", "missing.csv", "-k", "2"], ["DATA", "missing.csv"]),
     (["gmm", "fit", "text.csv", "-k", "2"], ["DATA", "text.csv"]),
-    (["gmm", "fit", "fake.npy", "-k", "2"], ["DATA", "fake.npy"]),
+    (["gmm", "fit", "fake.npy", "-k", "2"], ["DATA", "fake.npy", "not a NumPy .npy file"]),
     (G + ["--save", "model", "--plot", "nodir/fit.png"], ["--plot", "nodir"]),
-    (G + ["--save", "afile/model"], ["afile"]),
+    (G + ["--save", "afile/model"], ["--save", "afile", "is a file"]),
     (G + ["--covariance", "bogus"], ["--covariance"]),  # argparse choices
     # the command itself
     (["nosuchcommand"], ["invalid choice"]),

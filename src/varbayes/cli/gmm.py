@@ -80,6 +80,13 @@ def read_data(path: Path) -> np.ndarray:
     suffix = path.suffix.lower()
     try:
         if suffix == ".npy":
+            with open(path, "rb") as fh:
+                magic = fh.read(6)
+            if magic != b"\x93NUMPY":
+                raise ValueError(
+                    "not a NumPy .npy file (it does not start with the .npy magic bytes); "
+                    "a text file of numbers should be named .csv"
+                )
             x = np.load(path, allow_pickle=False)
         elif suffix in (".csv", ".txt"):
             try:
@@ -111,6 +118,12 @@ def check_outputs(args) -> None:
         raise ValueError(f"--device {args.device!r} is not usable here ({reason})") from None
     if args.save is not None and args.save.exists() and not args.save.is_dir():
         raise ValueError(f"--save: {str(args.save)!r} is a file; give a directory")
+    if args.save is not None:
+        parent = next((p for p in args.save.parents if p.exists()), None)
+        if parent is not None and not parent.is_dir():
+            raise ValueError(
+                f"--save: {str(parent)!r} is a file, so {str(args.save)!r} cannot be created"
+            )
     if args.plot is not None:
         if not args.plot.parent.is_dir():
             raise ValueError(
