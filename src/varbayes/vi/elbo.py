@@ -394,16 +394,27 @@ def _check_model_shape(log_joint, dist) -> None:
     if not callable(log_joint):
         raise TypeError(f"log_joint must be callable; got {type(log_joint).__name__}")
     prior = getattr(log_joint, "prior", None)
-    if isinstance(prior, Distribution) and prior.mean.dtype != dist.mean.dtype:
+    p_dtype, q_dtype = _dtype(prior), _dtype(dist)
+    if p_dtype is not None and q_dtype is not None and p_dtype != q_dtype:
         raise ValueError(
-            f"q is {dist.mean.dtype} but the model (log_joint) is {prior.mean.dtype}; build the "
-            f"guide with dtype={prior.mean.dtype} (or the model's data in {dist.mean.dtype})"
+            f"q is {q_dtype} but the model (log_joint) is {p_dtype}; build the "
+            f"guide with dtype={p_dtype} (or the model's data in {q_dtype})"
         )
     if isinstance(prior, Distribution) and prior.event_shape != dist.event_shape:
         raise ValueError(
             f"q has event_shape {tuple(dist.event_shape)} but the model's prior (log_joint) "
             f"has event_shape {tuple(prior.event_shape)}; the guide must match θ's shape"
         )
+
+
+def _dtype(d) -> torch.dtype | None:
+    """The floating dtype of a Distribution's parameters (None: unknown, or not one)."""
+    if not isinstance(d, Distribution):
+        return None
+    try:
+        return d.mean.dtype
+    except NotImplementedError:  # e.g. a TransformedDistribution without a closed-form mean
+        return None
 
 
 def _call(fn, theta, s, validate, name) -> torch.Tensor:
