@@ -8,20 +8,12 @@ import scipy.stats as st
 import torch
 from torch import distributions as dist
 from torch.distributions import constraints
+from vi_examples import EIGHT, eight_schools  # noqa: E402
 
 from varbayes import vi
 from varbayes.vi.supports import bijection
 
 D64 = torch.float64
-EIGHT = {"y": [28.0, 8, -3, 7, -1, 1, 18, 12], "sigma": [15.0, 10, 16, 11, 9, 11, 10, 18]}
-
-
-def eight_schools(m, data):
-    mu = m.latent("mu", dist.Normal(0.0, 5.0))
-    tau = m.latent("tau", dist.HalfCauchy(5.0))
-    theta_tilde = m.latent("theta_tilde", dist.Normal(0.0, 1.0).expand([8]))
-    theta = m.derived("theta", mu[..., None] + tau[..., None] * theta_tilde)
-    m.observe("y", dist.Normal(theta, data["sigma"]), data["y"])
 
 
 def test_eight_schools_log_density_equals_scipy_on_particles():
