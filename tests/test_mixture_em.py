@@ -102,6 +102,7 @@ def test_elbo_after_e_step_is_log_likelihood_and_never_decreases(cov_type):
         for t in (1, 4, 11):  # θ_t = the parameters after t M-steps
             partial = GaussianMixture(max_iter=t, **kw).fit(x)
             assert h[t] == pytest.approx(partial.score(x), rel=1e-12, abs=1e-12)
+            assert partial.elbo(x) == pytest.approx(partial.score(x), rel=1e-14)  # no KL term
     # the 0-th entry is the log-likelihood of the initial parameters themselves
     w, m, p = (init[k] for k in ("weights_init", "means_init", "precisions_init"))
     if cov_type == "full":

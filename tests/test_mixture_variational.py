@@ -1,11 +1,13 @@
 """VariationalGaussianMixture (CAVI): parity with scikit-learn's BayesianGaussianMixture,
 the closed-form ELBO against Monte Carlo, monotonicity, effective components, errors."""
 
+import shutil
 import warnings
 
 import numpy as np
 import pytest
 import torch
+from safetensors.torch import load_file, save_file
 from sklearn.mixture import BayesianGaussianMixture
 from torch.distributions import Beta, Dirichlet, MultivariateNormal, Wishart
 
@@ -129,16 +131,18 @@ def _monte_carlo_elbo(vb, x, n_draws, gen):
     x = torch.as_tensor(x)
     n, d = x.shape
     k = vb.n_components
-    st = vb._state
     r = torch.as_tensor(vb.predict_proba(x.numpy()))
-    nu, beta, m = st["nu"], st["beta"], torch.as_tensor(vb.means_)
+    nu, beta = torch.as_tensor(vb.degrees_of_freedom_), torch.as_tensor(vb.mean_precision_)
+    m = torch.as_tensor(vb.means_)
     w_scale = (
         torch.linalg.inv(torch.as_tensor(vb.covariances_)) / nu[..., None, None]
     )  # W_k (tied: one W)
-    w0 = torch.linalg.inv(st["cov0"])
-    m0 = st["m0"] + st["shift"]
+    w0 = torch.linalg.inv(torch.as_tensor(vb.covariance_prior_))
+    m0 = torch.as_tensor(vb.mean_prior_)
+    nu0 = torch.tensor(vb.degrees_of_freedom_prior_, dtype=x.dtype)
+    beta0, alpha0 = vb.mean_precision_prior_, vb.weight_concentration_prior_
     torch.manual_seed(int(torch.randint(1 << 30, (1,), generator=gen)))
-    q_lam, p_lam = Wishart(nu, covariance_matrix=w_scale), Wishart(st["nu0"], covariance_matrix=w0)
+    q_lam, p_lam = Wishart(nu, covariance_matrix=w_scale), Wishart(nu0, covariance_matrix=w0)
     lam = q_lam.sample((n_draws,))  # (S, K, D, D), or (S, D, D) shared by all k (tied)
     log_q, log_p = q_lam.log_prob(lam), p_lam.log_prob(lam)
     if vb.covariance_type == "tied":
@@ -149,18 +153,20 @@ def _monte_carlo_elbo(vb, x, n_draws, gen):
     log_q = log_q + MultivariateNormal(m, precision_matrix=beta[:, None, None] * lam).log_prob(
         mu
     ).sum(-1)
-    log_p = log_p + MultivariateNormal(
-        m0.expand(k, d), precision_matrix=st["beta0"] * lam
-    ).log_prob(mu).sum(-1)
-    wc = st["wc"]
+    log_p = log_p + MultivariateNormal(m0.expand(k, d), precision_matrix=beta0 * lam).log_prob(
+        mu
+    ).sum(-1)
     if vb.weight_concentration_prior_type == "dirichlet_process":
-        q_v, p_v = Beta(wc[0], wc[1]), Beta(torch.ones(k, dtype=wc.dtype), st["alpha0"].expand(k))
+        a, b = (torch.as_tensor(v) for v in vb.weight_concentration_)
+        q_v = Beta(a, b)
+        p_v = Beta(torch.ones(k, dtype=x.dtype), torch.full((k,), alpha0, dtype=x.dtype))
         v = q_v.sample((n_draws,)).clamp(1e-300, 1 - 1e-16)
         log_pi = v.log() + torch.cumsum(torch.log1p(-v), -1) - torch.log1p(-v)
         log_q = log_q + q_v.log_prob(v).sum(-1)
         log_p = log_p + p_v.log_prob(v).sum(-1)
     else:
-        q_pi, p_pi = Dirichlet(wc), Dirichlet(st["alpha0"].expand(k))
+        wc = torch.as_tensor(vb.weight_concentration_)
+        q_pi, p_pi = Dirichlet(wc), Dirichlet(torch.full((k,), alpha0, dtype=x.dtype))
         pi = q_pi.sample((n_draws,)).clamp_min(1e-300)
         log_pi = pi.log()
         log_q = log_q + q_pi.log_prob(pi)
@@ -190,12 +196,28 @@ def test_closed_form_elbo_matches_monte_carlo(prior, cov_type):
             max_iter=3,
             tol=0,
         ).fit(x)
-    st = vb._state
-    _, lse = vb._pass(torch.as_tensor(x), st)
-    closed = float(vb._elbo(lse, st, None))
+    closed = vb.elbo(x) * len(x)  # the closed form for the fitted q(θ)
     gen = torch.Generator().manual_seed(0)
     mc, se = _monte_carlo_elbo(vb, x, 4000, gen)
     assert abs(mc - closed) < 4 * se + 1e-9 * abs(closed), (mc, se, closed)
+
+
+@pytest.mark.parametrize("cov_type", ["full", "tied", "diag", "spherical"])
+def test_elbo_is_the_recorded_bound_of_each_iterate_and_the_score_minus_a_kl(cov_type):
+    """elbo(x) of the model after t CAVI steps is lower_bounds_[t] of a longer fit (the
+    bound recorded at the next E-step), and falls short of score(x) by KL(q(θ)||p(θ)) / N
+    > 0; on held-out rows it is finite and below the score too."""
+    x = blobs(seed=3, d=2)
+    kw = dict(n_components=3, covariance_type=cov_type, random_state=0, tol=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        h = VariationalGaussianMixture(max_iter=6, **kw).fit(x).lower_bounds_
+        for t in (1, 4):
+            vb = VariationalGaussianMixture(max_iter=t, **kw).fit(x)
+            assert vb.elbo(x) == pytest.approx(h[t], rel=1e-12)
+            assert (vb.score(x) - vb.elbo(x)) * len(x) > 1.0  # the KL of q(θ) from p(θ)
+    held_out = blobs(seed=9, d=2)
+    assert np.isfinite(vb.elbo(held_out)) and vb.elbo(held_out) < vb.score(held_out)
 
 
 def test_tied_with_one_component_is_the_full_model():
@@ -209,37 +231,48 @@ def test_tied_with_one_component_is_the_full_model():
     np.testing.assert_allclose(tied.lower_bounds_, full.lower_bounds_, rtol=1e-12)
 
 
-def _collapsed_elbo(vb, x, st):
-    """max over q(z) of the ELBO for the global factors in ``st``: Σ_i log Σ_k e^ρ_ik - KLs."""
-    _, lse = vb._pass(x, st)
-    return float(vb._elbo(lse, st, None))
+def _with_state(saved, path, **state):
+    """A copy of the saved model ``saved`` at ``path`` with some ``state.<name>`` tensors
+    replaced (the file format of :mod:`varbayes.mixture.io`), loaded."""
+    shutil.copytree(saved, path)
+    tensors = load_file(path / "model.safetensors")
+    tensors.update({f"state.{k}": v.contiguous() for k, v in state.items()})
+    save_file(tensors, path / "model.safetensors")
+    return load(path)
 
 
 @pytest.mark.parametrize("prior", PRIORS)
-def test_tied_fixed_point_is_a_local_maximum_of_the_elbo(prior):
+def test_tied_fixed_point_is_a_local_maximum_of_the_elbo(prior, tmp_path):
     """At convergence no small change of q(Λ) (ν, W) or of the q(μ_k) means raises the
-    ELBO: the tied update is a true coordinate step of the one objective."""
-    from varbayes.mixture import _covariance as cv
-
+    ELBO: the tied update is a true coordinate step of the one objective. The nearby
+    q(θ) are saved models with edited parameters, scored by the public ``elbo``."""
     x = blobs(seed=5)
     vb = VariationalGaussianMixture(
         3, covariance_type="tied", weight_concentration_prior_type=prior, random_state=0,
         tol=1e-12, max_iter=2000,
     ).fit(x)  # fmt: skip
-    xt = torch.as_tensor(x) - vb._state["shift"]
-    base = _collapsed_elbo(vb, xt + vb._state["shift"], vb._state)
+    vb.save(tmp_path / "fit")
+    saved = load_file(tmp_path / "fit" / "model.safetensors")
+    st = {k.removeprefix("state."): v for k, v in saved.items()}
+    base = vb.elbo(x) * len(x)
     rng = np.random.default_rng(0)
-    for _ in range(6):
-        st = dict(vb._state)
+    eye = torch.eye(3, dtype=torch.float64)
+    for i in range(6):
         h = 1e-3
         a = torch.as_tensor(rng.normal(size=(3, 3)))
         cov = st["cov"] @ torch.linalg.matrix_exp(h * (a + a.T))  # SPD nearby
         cov = 0.5 * (cov + cov.T)
-        st["nu"] = st["nu"] * (1 + h * rng.normal())
-        st["pchol"], st["prec"] = cv.cholesky_precision(cov, "tied")
-        st["cov"] = cov
-        st["means"] = st["means"] + h * torch.as_tensor(rng.normal(size=st["means"].shape))
-        assert _collapsed_elbo(vb, xt + vb._state["shift"], st) < base
+        pchol = torch.linalg.solve_triangular(torch.linalg.cholesky(cov), eye, upper=False).mT
+        near = _with_state(
+            tmp_path / "fit",
+            tmp_path / f"near{i}",
+            cov=cov,
+            prec=pchol @ pchol.mT,
+            pchol=pchol,
+            nu=st["nu"] * (1 + h * rng.normal()),
+            means=st["means"] + h * torch.as_tensor(rng.normal(size=st["means"].shape)),
+        )
+        assert near.elbo(x) * len(x) < base
     assert base == pytest.approx(vb.lower_bound_ * len(x), rel=1e-9)
 
 

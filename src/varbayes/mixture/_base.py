@@ -19,8 +19,11 @@ one objective:
 hyper-parameters (one table), of the data, restarts (``n_init``), the convergence
 monitor (:class:`varbayes.monitor.ConvergenceMonitor`, fed the ELBO per datum so
 ``tol`` is independent of N), the chunked pass over the data, the final E-step,
-prediction, scoring and saving. Subclasses supply ``_initial_state``,
-``_rho_constant`` (ρ_ik up to its Mahalanobis term), ``_m_step`` and ``_elbo``.
+prediction, scoring and saving. The state is a frozen record of
+:mod:`varbayes.mixture._state` (:class:`~._state.EMParameters` or
+:class:`~._state.VariationalPosterior`); every hook takes the record it needs as an
+argument. Subclasses supply ``_initial_state``, ``_rho_constant`` (ρ_ik up to its
+Mahalanobis term), ``_update`` (the M-step from a state) and ``_elbo``.
 """
 
 from __future__ import annotations
@@ -45,6 +48,7 @@ from varbayes.mixture._sklearn import (
     sklearn_tags,
     torch_generator,
 )
+from varbayes.mixture._state import DataSummary, Gaussians, Stream
 from varbayes.monitor import ConvergenceMonitor
 
 __all__ = ["BaseMixture", "load"]
@@ -379,7 +383,7 @@ class BaseMixture:
         return dist.allreduce_sum(tensors) if self._is_distributed else tensors
 
     # -------------------------------------------------------------- global statistics
-    def _data_summary(self, x: torch.Tensor) -> dict:
+    def _data_summary(self, x: torch.Tensor) -> DataSummary:
         """N, the centre (mean) used to shift the data, and the centred second moments.
 
         The second-order statistic Σ_i q(x_i - x̄) gives the pooled covariance of the
@@ -389,7 +393,6 @@ class BaseMixture:
         n = torch.tensor(float(x.shape[0]), dtype=x.dtype, device=x.device)
         (n, s) = self._allreduce([n, x.sum(0)])
         mean = s / n
-        iu = cv.tri_indices(d, x.device)
         chunk = self._chunk(d)
         second = x.new_zeros((d, d))
         lo = torch.full((d,), math.inf, dtype=x.dtype, device=x.device)
@@ -417,18 +420,18 @@ class BaseMixture:
                 cv.DegenerateMixtureWarning,
                 stacklevel=4,
             )
-        return {"n": float(n), "mean": mean, "cov": cov, "iu": iu, "d": d}
+        return DataSummary(n=float(n), mean=mean, cov=cov)
 
     # -------------------------------------------------------------- the chunked pass
-    def _coefficients(self, st) -> es.Coefficients:
+    def _coefficients(self, st: Gaussians) -> es.Coefficients:
         """The E-step's record of ρ_ik = const_k - ½ (x_i - μ_k)ᵀ Λ_k (x_i - μ_k) for ``st``."""
         return es.coefficients(
             self.covariance_type,
             self._rho_constant(st),
-            st["means"],
-            st["prec"],
-            st["pchol"],
-            st["iu"],
+            st.means,
+            st.precisions,
+            st.precisions_cholesky,
+            st.iu,
         )
 
     def _feature_cache(self, x: torch.Tensor):
@@ -442,32 +445,33 @@ class BaseMixture:
         t = cv.quad_width(self.covariance_type, d)
         return [] if n * (d + t) * x.element_size() <= _FEATURE_CACHE_BYTES else None
 
-    def _pass(self, x: torch.Tensor, st, resp=None, cache=None):
+    def _pass(self, x: torch.Tensor, st: Gaussians | None, resp=None, cache=None, shift=None):
         """One E-step over ``x`` under the state ``st`` (:func:`._estep.e_step`): the
-        statistics and Σ_i log Σ_k exp(ρ_ik); with ``resp``, the statistics of those
-        responsibilities instead (initialisation)."""
+        statistics and Σ_i log Σ_k exp(ρ_ik); with ``resp`` (and ``st`` None), the
+        statistics of those responsibilities in coordinates shifted by ``shift``
+        instead (initialisation)."""
         coef = None if resp is not None else self._coefficients(st)
         blocks = isinstance(coef, es.Blocks)
+        shift = st.shift if shift is None else shift
         return es.e_step(
             x,
             coef,
             cov_type=self.covariance_type,
             k=self.n_components,
-            shift=st["shift"],
-            iu=st["iu"],
+            shift=shift,
+            iu=cv.tri_indices(x.shape[1], x.device),
             chunk=self._chunk(x.shape[1], blocks=blocks),
             allreduce=self._allreduce if self._is_distributed else None,
             resp=resp,
             cache=cache,
         )
 
-    def _iter_log_rho(self, x: torch.Tensor):
-        """Yield (start, stop, ρ (C, K)) over chunks of ``x`` with the fitted parameters."""
-        st = self._state
+    def _iter_log_rho(self, x: torch.Tensor, st: Gaussians):
+        """Yield (start, stop, ρ (C, K)) over chunks of ``x`` under the state ``st``."""
         coef = self._coefficients(st)
         chunk = self._chunk(x.shape[1], blocks=isinstance(coef, es.Blocks))
         yield from es.iter_log_rho(
-            x, coef, cov_type=self.covariance_type, shift=st["shift"], iu=st["iu"], chunk=chunk
+            x, coef, cov_type=self.covariance_type, shift=st.shift, iu=st.iu, chunk=chunk
         )
 
     # -------------------------------------------------------------- the loop
@@ -511,7 +515,7 @@ class BaseMixture:
         the largest final ELBO is kept.
         """
         self._validate_params()
-        self.__dict__.pop("_online", None)  # a batch fit forgets partial_fit's statistics
+        self.__dict__.pop("_stream", None)  # a batch fit forgets partial_fit's statistics
         warm = bool(self.warm_start) and hasattr(self, "_state")
         x = self._check_X(X, reset=not warm)
         n_total = x.shape[0]
@@ -520,10 +524,10 @@ class BaseMixture:
             n_total = int(nt.item())
         self._check_n_samples(n_total, x.shape)
         self._check_init_shapes(x.shape[1])
-        if warm and self._state["d"] != x.shape[1]:
+        if warm and self._state.d != x.shape[1]:
             raise ValueError(
                 f"X has {x.shape[1]} features, but the warm-started model has "
-                f"{self._state['d']}; set warm_start=False"
+                f"{self._state.d}; set warm_start=False"
             )
         self.n_features_in_ = x.shape[1]
         self._fit_like = _like(X)
@@ -536,7 +540,7 @@ class BaseMixture:
         cache = None if blocks else self._feature_cache(x)
         for _ in range(1 if warm else int(self.n_init)):
             if warm:
-                state = dict(self._state)
+                state = self._state
             else:
                 state = self._initial_state(x, summary, gen)
                 if self._is_distributed:
@@ -558,10 +562,10 @@ class BaseMixture:
                 )
                 while True:
                     stats, lse = self._pass(x, self._state, cache=cache)
-                    elbo = float(self._elbo(lse, self._state, summary)) / summary["n"]
+                    elbo = float(self._elbo(lse, self._state)) / summary.n
                     trace.append(elbo)
                     stop = monitor.update(elbo)
-                    self._state = self._m_step(stats, self._state, summary)
+                    self._state = self._update(stats, self._state, summary)
                     first = len(trace) == 1 and abs(elbo - previous) < tol
                     if stop or first:
                         converged = monitor.converged or first
@@ -596,7 +600,7 @@ class BaseMixture:
         N is ``n_samples`` (the rows of the whole data set; at least the batch), or, when
         it is None, the number of rows seen so far, this batch included.
         """
-        first = not hasattr(self, "_online")
+        first = not hasattr(self, "_stream")
         if first:
             self._validate_params()
         x = self._check_X(X, reset=first)
@@ -621,21 +625,21 @@ class BaseMixture:
             summary = self._data_summary(x)
             self._warned = set()
             self._state = self._initial_state(x, summary, self._generator())
-            self._online = {"t": 0, "summary": summary, "s": None, "rows": 0.0}
+            self._stream = Stream(t=0, summary=summary, stats=None, rows=0.0)
             self.lower_bounds_ = []
-        on = self._online
-        on["rows"] += nb
-        n_total = on["rows"] if n_samples is None else float(n_samples)
+        on = self._stream
+        rows = on.rows + nb
+        n_total = rows if n_samples is None else float(n_samples)
         stats, lse = self._pass(x, self._state)
-        bound = self._online_bound(lse, nb, n_total)
+        bound = float(self._elbo(lse * (n_total / nb), self._state)) / n_total
         s_hat = stats.scaled(1.0 / nb)
-        rho = 1.0 if on["t"] == 0 else (on["t"] + self.learning_offset) ** (-self.learning_decay)
-        on["s"] = s_hat if on["s"] is None else on["s"].blend(s_hat, rho)
-        self._state = self._online_step(on["s"], n_total)
-        on["t"] += 1
+        rho = 1.0 if on.t == 0 else (on.t + self.learning_offset) ** (-self.learning_decay)
+        s = s_hat if on.stats is None else on.stats.blend(s_hat, rho)
+        self._state = self._online_step(s, n_total, self._state, on.summary)
+        self._stream = Stream(t=on.t + 1, summary=on.summary, stats=s, rows=rows)
         self.lower_bounds_.append(bound)
         self.lower_bound_ = bound
-        self.n_iter_ = on["t"]
+        self.n_iter_ = self._stream.t
         self.converged_ = False
         self._publish(self._state)
         return self
@@ -644,13 +648,12 @@ class BaseMixture:
     def _check_init_shapes(self, d: int) -> None:
         pass
 
-    def _broadcast_state(self, state: dict) -> dict:
-        keys = [k for k, v in state.items() if isinstance(v, torch.Tensor) and k != "iu"]
-        vals = dist.broadcast([state[k].to(self._dtype) for k in keys])
-        new = dict(state)
-        for k, v in zip(keys, vals, strict=True):
-            new[k] = v.to(state[k].dtype)
-        return new
+    def _broadcast_state(self, state: Gaussians) -> Gaussians:
+        """Rank 0's ``state`` on every process."""
+        tensors = state.tensors()
+        vals = dist.broadcast([t.to(self._dtype) for t in tensors.values()])
+        new = {k: v.to(t.dtype) for (k, t), v in zip(tensors.items(), vals, strict=True)}
+        return type(state).from_tensors(new)
 
     def _initial_resp(self, x: torch.Tensor, gen: torch.Generator, shift: torch.Tensor):
         reduce = dist.allreduce_sum if self._is_distributed else None
@@ -672,7 +675,7 @@ class BaseMixture:
     # -------------------------------------------------------------- prediction
     def _labels(self, x: torch.Tensor) -> torch.Tensor:
         out = torch.empty(x.shape[0], dtype=torch.int64, device=x.device)
-        for a, b, r in self._iter_log_rho(x):
+        for a, b, r in self._iter_log_rho(x, self._state):
             out[a:b] = r.argmax(1)
         return out
 
@@ -687,7 +690,7 @@ class BaseMixture:
         self._check_fitted()
         x = self._check_X(X, reset=False)
         out = torch.empty((x.shape[0], self.n_components), dtype=x.dtype, device=x.device)
-        for a, b, r in self._iter_log_rho(x):
+        for a, b, r in self._iter_log_rho(x, self._state):
             out[a:b] = torch.softmax(r, 1)
         return _output(out, _like(X))
 
@@ -699,7 +702,7 @@ class BaseMixture:
         self._check_fitted()
         x = self._check_X(X, reset=False)
         out = torch.empty(x.shape[0], dtype=x.dtype, device=x.device)
-        for a, b, r in self._iter_log_rho(x):
+        for a, b, r in self._iter_log_rho(x, self._state):
             out[a:b] = torch.logsumexp(r, 1)
         return _output(out, _like(X))
 
@@ -707,6 +710,25 @@ class BaseMixture:
         """Mean of :meth:`score_samples` over the rows of X (a float)."""
         s = self.score_samples(X)
         return float(s.mean())
+
+    def elbo(self, X) -> float:
+        """The ELBO per datum of the fitted model on X (N, D), with q(z) at its optimum:
+
+            (1/N) [Σ_i log Σ_k exp(ρ_ik) - KL(q(θ) || p(θ))],
+
+        the quantity recorded in ``lower_bounds_``. For :class:`GaussianMixture` there is
+        no KL term and it equals :meth:`score`, the mean log-likelihood; for the
+        variational mixture it is the full bound (every constant kept) of the fitted
+        q(π, μ, Λ), e.g. on held-out data. ``lower_bound_`` is the bound *before* the
+        last update, so on the training data the two agree once the fit has converged.
+        X is taken as the whole data set, also with ``distributed=True``.
+        """
+        self._check_fitted()
+        x = self._check_X(X, reset=False)
+        lse = x.new_zeros(())
+        for _, _, r in self._iter_log_rho(x, self._state):
+            lse += torch.logsumexp(r, 1).sum()
+        return float(self._elbo(lse, self._state)) / x.shape[0]
 
     # ------------------------------------------------------------------ sampling
     def sample(self, n_samples: int = 1):
@@ -728,7 +750,7 @@ class BaseMixture:
         labels = torch.multinomial(w, n, replacement=True, generator=gen).sort().values
         eps = torch.randn((n, self.n_features_in_), generator=gen, dtype=self._dtype)
         labels, eps = labels.to(self._device), eps.to(self._device)
-        ct, cov = self.covariance_type, st["cov"]
+        ct, cov = self.covariance_type, st.covariances
         if ct == "full":  # labels are sorted: one block of rows per component
             chol = torch.linalg.cholesky(cov)
             counts = torch.bincount(labels, minlength=self.n_components).tolist()
@@ -739,12 +761,13 @@ class BaseMixture:
             z = eps * cov[labels].sqrt()
         else:
             z = eps * cov[labels].sqrt()[:, None]
-        xs = st["means"][labels] + st["shift"] + z
+        xs = st.means[labels] + st.shift + z
         return self._out(xs), self._out(labels)
 
     # ------------------------------------------------------------------ persistence
     def _state_shapes(self, d: int) -> dict[str, tuple]:
-        """Name -> shape of every tensor of the fitted state (the saved ``state.*``)."""
+        """Saved name -> shape of every tensor of the fitted state (the saved ``state.*``,
+        the names of :meth:`._state._Record.tensors`)."""
         cov = self._precision_shape(d)
         return {
             "shift": (d,),
@@ -785,9 +808,8 @@ class BaseMixture:
             else:  # a generator as random_state: its state is not saved
                 params[k] = None
                 not_saved.append(k)
-        for k, v in self._state.items():
-            if isinstance(v, torch.Tensor) and k != "iu":
-                tensors[f"state.{k}"] = v
+        for k, v in self._state.tensors().items():
+            tensors[f"state.{k}"] = v
         finite = [float(b) for b in self.lower_bounds_]
         config = {
             "format_version": mio.FORMAT_VERSION,
@@ -889,9 +911,9 @@ class BaseMixture:
                 raise mio.weights_error(path, f"state {k!r} holds NaN or infinite values")
         model._dtype = dtypes.pop()
         model._device = model._device_param or torch.device("cpu")
-        model._state = {k: v.to(model._device) for k, v in state.items()}
-        model._state["iu"] = cv.tri_indices(d, model._device)
-        model._state["d"] = d
+        model._state = model._state_type.from_tensors(
+            {k: v.to(model._device) for k, v in state.items()}
+        )
         model._fit_like = model._device if config.get("fit_input") == "torch" else None
         model.n_features_in_ = d
         model.n_iter_ = n_iter

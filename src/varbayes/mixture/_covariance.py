@@ -30,6 +30,7 @@ the expanded quadratic forms well conditioned.
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -43,8 +44,10 @@ class DegenerateMixtureWarning(UserWarning):
     """A component lost its data or its variance; ``reg_covar`` (or a fallback) kept it valid."""
 
 
+@functools.lru_cache(maxsize=64)
 def tri_indices(d: int, device) -> torch.Tensor:
-    """Row/column indices (2, D(D+1)/2) of the upper triangle a <= b."""
+    """Row/column indices (2, D(D+1)/2) of the upper triangle a <= b (cached per D and
+    device; never written to)."""
     return torch.triu_indices(d, d, device=device)
 
 

@@ -17,11 +17,15 @@ Each step cannot decrease the ELBO, so the log-likelihood after each E-step neve
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import torch
 
 from varbayes.mixture import _covariance as cv
 from varbayes.mixture._base import COMMON_PARAMETERS, BaseMixture
+from varbayes.mixture._estep import Statistics
+from varbayes.mixture._state import DataSummary, EMInit, EMParameters
 
 __all__ = ["GaussianMixture"]
 
@@ -81,6 +85,7 @@ class GaussianMixture(BaseMixture):
     _parameter_table = {
         **COMMON_PARAMETERS,
     }
+    _state_type = EMParameters
 
     def __init__(
         self,
@@ -140,7 +145,7 @@ class GaussianMixture(BaseMixture):
 
     def _check_init_shapes(self, d: int) -> None:
         k, ct = self.n_components, self.covariance_type
-        self._inits = {}
+        w = means = p = chol = None
         if self.weights_init is not None:
             w = self._init_array(self.weights_init, "weights", (k,))
             if bool((w < 0).any()) or bool((w > 1).any()):
@@ -154,9 +159,8 @@ class GaussianMixture(BaseMixture):
                     "The parameter 'weights' should be normalized, but got "
                     f"sum(weights) = {float(w.sum()):.5f}"
                 )
-            self._inits["weights"] = w
         if self.means_init is not None:
-            self._inits["means"] = self._init_array(self.means_init, "means", (k, d))
+            means = self._init_array(self.means_init, "means", (k, d))
         if self.precisions_init is not None:
             p = self._init_array(self.precisions_init, f"{ct} precision", self._precision_shape(d))
             if ct in ("full", "tied"):
@@ -168,35 +172,51 @@ class GaussianMixture(BaseMixture):
                 if bool((p <= 0).any()):
                     raise ValueError(f"'{ct} precision' should be positive")
                 chol = p.sqrt()
-            self._inits["precisions"] = (p, chol)
+        self._inits = EMInit(weights=w, means=means, precisions=p, precisions_cholesky=chol)
 
-    def _initial_state(self, x, summary, gen) -> dict:
-        state = {"shift": summary["mean"], "iu": summary["iu"], "d": summary["d"]}
-        inits = self._inits
-        if len(inits) < 3:
-            stats, _ = self._pass(x, state, resp=self._initial_resp(x, gen, summary["mean"]))
-            state = self._m_step(stats, state, summary)
-        if "weights" in inits:
-            state["weights"] = inits["weights"]
-        if "means" in inits:
-            state["means"] = inits["means"] - summary["mean"]
-        if "precisions" in inits:
-            prec, chol = inits["precisions"]
-            state["prec"], state["pchol"] = prec, chol
-            state["cov"] = cv.covariances_from_precisions(prec, self.covariance_type)
-        return state
+    def _initial_state(self, x, summary: DataSummary, gen) -> EMParameters:
+        """θ from ``init_params`` (one M-step from the initial responsibilities), with
+        the given ``*_init`` arrays in place of the computed ones."""
+        shift, inits = summary.mean, self._inits
+        if inits.complete:
+            return EMParameters(
+                shift=shift,
+                means=inits.means - shift,
+                covariances=cv.covariances_from_precisions(inits.precisions, self.covariance_type),
+                precisions=inits.precisions,
+                precisions_cholesky=inits.precisions_cholesky,
+                weights=inits.weights,
+            )
+        resp = self._initial_resp(x, gen, shift)
+        stats, _ = self._pass(x, None, resp=resp, shift=shift)
+        state = self._m_step(stats, shift, summary)
+        given = {}
+        if inits.weights is not None:
+            given["weights"] = inits.weights
+        if inits.means is not None:
+            given["means"] = inits.means - shift
+        if inits.precisions is not None:
+            given["precisions"] = inits.precisions
+            given["precisions_cholesky"] = inits.precisions_cholesky
+            given["covariances"] = cv.covariances_from_precisions(
+                inits.precisions, self.covariance_type
+            )
+        return dataclasses.replace(state, **given)
 
     # ------------------------------------------------------------------ steps
-    def _rho_constant(self, st) -> torch.Tensor:
+    def _rho_constant(self, st: EMParameters) -> torch.Tensor:
         """const_k = log π_k + ½ log|Λ_k| - D/2 log 2π, so that
         ρ_ik = const_k - ½ (x_i - μ_k)ᵀ Λ_k (x_i - μ_k) = log π_k N(x_i | μ_k, Σ_k)."""
-        d = st["d"]
-        logdet = cv.log_det_cholesky(st["pchol"], self.covariance_type, d)
-        return st["weights"].log() + 0.5 * logdet - 0.5 * d * cv.LOG_2PI
+        d = st.d
+        logdet = cv.log_det_cholesky(st.precisions_cholesky, self.covariance_type, d)
+        return st.weights.log() + 0.5 * logdet - 0.5 * d * cv.LOG_2PI
 
-    def _m_step(self, stats, st, summary) -> dict:
-        """θ = argmax_θ Σ_ik r_ik log π_k N(x_i | μ_k, Σ_k) from the statistics."""
-        ct, d, iu = self.covariance_type, st["d"], st["iu"]
+    def _m_step(self, stats: Statistics, shift: torch.Tensor, summary: DataSummary):
+        """θ = argmax_θ Σ_ik r_ik log π_k N(x_i | μ_k, Σ_k) from the statistics (in the
+        coordinates shifted by ``shift``); ``summary`` gives the pooled covariance that
+        a component without data takes."""
+        ct, d = self.covariance_type, shift.shape[0]
+        iu = cv.tri_indices(d, shift.device)
         eps = torch.finfo(self._dtype).eps
         nk_raw = stats.nk
         nk = nk_raw + 10 * eps
@@ -215,7 +235,7 @@ class GaussianMixture(BaseMixture):
             means = torch.where(empty[:, None], torch.zeros_like(means), means)
             if ct != "tied":
                 eye = torch.eye(d, dtype=cov.dtype, device=cov.device)
-                pooled = summary["cov"].to(cov.device) + self.reg_covar * eye
+                pooled = summary.cov.to(cov.device) + self.reg_covar * eye
                 fill = {
                     "full": pooled,
                     "diag": pooled.diagonal(),
@@ -236,25 +256,34 @@ class GaussianMixture(BaseMixture):
                 f"reg_covar={self.reg_covar:g} there",
             )
         pchol, prec = cv.cholesky_precision(cov, ct)
-        new = dict(st)
-        new.update(weights=nk / nk.sum(), means=means, cov=cov, pchol=pchol, prec=prec)
-        return new
+        return EMParameters(
+            shift=shift,
+            means=means,
+            covariances=cov,
+            precisions=prec,
+            precisions_cholesky=pchol,
+            weights=nk / nk.sum(),
+        )
 
-    def _elbo(self, lse, st, summary):
+    def _update(self, stats: Statistics, st: EMParameters, summary: DataSummary):
+        """The M-step from the state ``st`` (its centre is kept)."""
+        return self._m_step(stats, st.shift, summary)
+
+    def _elbo(self, lse, st: EMParameters):
         """After the E-step the ELBO is the log-likelihood Σ_i log Σ_k exp(ρ_ik)."""
         return lse
 
-    def _weights(self, st) -> torch.Tensor:
-        return st["weights"]
+    def _weights(self, st: EMParameters) -> torch.Tensor:
+        return st.weights
 
-    def _attributes(self, st) -> dict:
+    def _attributes(self, st: EMParameters) -> dict:
         """The fitted attributes (as tensors) from the state."""
         return {
-            "weights_": st["weights"],
-            "means_": st["means"] + st["shift"],
-            "covariances_": st["cov"],
-            "precisions_cholesky_": st["pchol"],
-            "precisions_": st["prec"],
+            "weights_": st.weights,
+            "means_": st.means + st.shift,
+            "covariances_": st.covariances,
+            "precisions_cholesky_": st.precisions_cholesky,
+            "precisions_": st.precisions,
         }
 
     # ------------------------------------------------------------------ online EM
@@ -276,11 +305,9 @@ class GaussianMixture(BaseMixture):
         """
         return self._partial_fit(X, None)
 
-    def _online_step(self, s, n_samples):
-        return self._m_step(s, self._state, self._online["summary"])
-
-    def _online_bound(self, lse, nb, n_samples):
-        return float(lse) / nb
+    def _online_step(self, s: Statistics, n_samples, st: EMParameters, summary: DataSummary):
+        """θ = M(s_t) from the blended statistics per datum (N does not enter)."""
+        return self._update(s, st, summary)
 
     # ------------------------------------------------------------------ model criteria
     def _n_parameters(self) -> int:

@@ -50,6 +50,8 @@ from torch.distributions import Beta, Dirichlet, kl_divergence
 
 from varbayes.mixture import _covariance as cv
 from varbayes.mixture._base import COMMON_PARAMETERS, BaseMixture, _Interval, _Optional, _Options
+from varbayes.mixture._estep import Statistics
+from varbayes.mixture._state import DataSummary, NormalWishartPrior, VariationalPosterior
 
 __all__ = ["VariationalGaussianMixture"]
 
@@ -113,6 +115,7 @@ class VariationalGaussianMixture(BaseMixture):
         "mean_precision_prior": _Optional(_Interval(float, 0.0, closed="neither")),
         "degrees_of_freedom_prior": _Optional(_Interval(float, None, closed="neither")),
     }
+    _state_type = VariationalPosterior
 
     def __init__(
         self,
@@ -217,14 +220,16 @@ class VariationalGaussianMixture(BaseMixture):
             if not ok:
                 raise ValueError(f"'{ct} covariance_prior' should be {what}")
 
-    def _priors(self, summary) -> dict:
+    def _priors(self, summary: DataSummary) -> NormalWishartPrior:
+        """p(π) p(μ, Λ) from the hyper-parameters, defaults from the data ``summary``
+        (m₀ shifted by the summary's mean, the centre of a new state)."""
         kw = {"dtype": self._dtype, "device": self._device}
-        d, k, ct = summary["d"], self.n_components, self.covariance_type
+        d, k, ct = summary.d, self.n_components, self.covariance_type
         alpha0 = self.weight_concentration_prior
-        m0 = summary["mean"] if self.mean_prior is None else self._as_param(self.mean_prior, "")
+        m0 = summary.mean if self.mean_prior is None else self._as_param(self.mean_prior, "")
         if self.covariance_prior is None:
-            n = summary["n"]
-            emp = summary["cov"] * n / (n - 1.0)  # ddof = 1, as numpy.cov
+            n = summary.n
+            emp = summary.cov * n / (n - 1.0)  # ddof = 1, as numpy.cov
             if int(torch.linalg.cholesky_ex(emp)[1]) != 0:
                 # constant or collinear features (e.g. duplicated rows): W₀⁻¹ would be
                 # singular and KL(q || p) infinite; add reg_covar (at least eps · scale)
@@ -238,17 +243,17 @@ class VariationalGaussianMixture(BaseMixture):
             cp = {"diag": emp.diagonal(), "spherical": emp.diagonal().mean()}.get(ct, emp)
         else:
             cp = self._as_param(self.covariance_prior, "covariance_prior")
-        return {
-            "alpha0": torch.tensor(1.0 / k if alpha0 is None else float(alpha0), **kw),
-            "beta0": torch.tensor(float(self.mean_precision_prior or 1.0), **kw),
-            "m0": m0 - summary["mean"],
-            "nu0": torch.tensor(float(self.degrees_of_freedom_prior or d), **kw),
-            "cov0": cp.clone(),
-        }
+        return NormalWishartPrior(
+            alpha0=torch.tensor(1.0 / k if alpha0 is None else float(alpha0), **kw),
+            beta0=torch.tensor(float(self.mean_precision_prior or 1.0), **kw),
+            m0=m0 - summary.mean,
+            nu0=torch.tensor(float(self.degrees_of_freedom_prior or d), **kw),
+            cov0=cp.clone(),
+        )
 
-    def _initial_state(self, x, summary, gen) -> dict:
-        state = {"shift": summary["mean"], "iu": summary["iu"], "d": summary["d"]}
-        state.update(self._priors(summary))
+    def _initial_state(self, x, summary: DataSummary, gen) -> VariationalPosterior:
+        """q(θ) by one CAVI step from ``resp_init`` or the responsibilities of
+        ``init_params``."""
         if self.resp_init is not None:
             resp = self._as_param(self.resp_init, "resp_init")
             if tuple(resp.shape) != (x.shape[0], self.n_components):
@@ -261,24 +266,28 @@ class VariationalGaussianMixture(BaseMixture):
             ):
                 raise ValueError("resp_init must be >= 0 with rows summing to 1")
         else:
-            resp = self._initial_resp(x, gen, summary["mean"])
-        stats, _ = self._pass(x, state, resp=resp)
-        return self._m_step(stats, state, summary)
+            resp = self._initial_resp(x, gen, summary.mean)
+        stats, _ = self._pass(x, None, resp=resp, shift=summary.mean)
+        return self._m_step(stats, summary.mean, self._priors(summary))
 
     # ------------------------------------------------------------------ CAVI steps
-    def _m_step(self, stats, st, summary) -> dict:
-        """q(π), q(μ_k, Λ_k) from N_k, x̄_k, S_k (the CAVI updates of the module docstring)."""
+    def _m_step(
+        self, stats: Statistics, shift: torch.Tensor, prior: NormalWishartPrior
+    ) -> VariationalPosterior:
+        """q(π), q(μ_k, Λ_k) from N_k, x̄_k, S_k (the CAVI updates of the module docstring),
+        in the coordinates shifted by ``shift``."""
         ct = self.covariance_type
         eps = torch.finfo(self._dtype).eps
         nk = stats.nk + 10 * eps
         xk = stats.xbar_sum / nk[:, None]
-        sk = cv.covariances_from_stats(nk, xk, stats.s2, ct, self.reg_covar, st["iu"])
+        iu = cv.tri_indices(shift.shape[0], shift.device)
+        sk = cv.covariances_from_stats(nk, xk, stats.s2, ct, self.reg_covar, iu)
         if self._dp:
             tail = nk.flip(0).cumsum(0).flip(0) - nk  # Σ_{j>k} N_j
-            wc = torch.stack([1.0 + nk, st["alpha0"] + tail])
+            wc = torch.stack([1.0 + nk, prior.alpha0 + tail])
         else:
-            wc = st["alpha0"] + nk
-        beta0, nu0, m0, cp = st["beta0"], st["nu0"], st["m0"], st["cov0"]
+            wc = prior.alpha0 + nk
+        beta0, nu0, m0, cp = prior.beta0, prior.nu0, prior.m0, prior.cov0
         beta = beta0 + nk
         means = (beta0 * m0 + nk[:, None] * xk) / beta[:, None]
         nu = nu0 + nk
@@ -300,15 +309,26 @@ class VariationalGaussianMixture(BaseMixture):
         else:
             cov = (cp + nk * sk + shrink * (diff * diff).mean(1)) / nu
         pchol, prec = cv.cholesky_precision(cov, ct)
-        new = dict(st)
-        new.update(
-            wc=wc, beta=beta, means=means, nu=nu, cov=cov, pchol=pchol, prec=prec, nk=stats.nk
+        return VariationalPosterior(
+            shift=shift,
+            means=means,
+            covariances=cov,
+            precisions=prec,
+            precisions_cholesky=pchol,
+            weight_concentration=wc,
+            mean_precision=beta,
+            degrees_of_freedom=nu,
+            nk=stats.nk,
+            prior=prior,
         )
-        return new
 
-    def _expected_log_weights(self, st) -> torch.Tensor:
+    def _update(self, stats: Statistics, st: VariationalPosterior, summary: DataSummary):
+        """The CAVI step from the state ``st`` (its centre and prior are kept)."""
+        return self._m_step(stats, st.shift, st.prior)
+
+    def _expected_log_weights(self, st: VariationalPosterior) -> torch.Tensor:
         """E_q[log π_k] (K,)."""
-        wc = st["wc"]
+        wc = st.weight_concentration
         if self._dp:
             a, b = wc[0], wc[1]
             dsum = torch.digamma(a + b)
@@ -316,33 +336,33 @@ class VariationalGaussianMixture(BaseMixture):
             return torch.digamma(a) - dsum + torch.cumsum(log_rest, 0) - log_rest
         return torch.digamma(wc) - torch.digamma(wc.sum())
 
-    def _expected_log_det(self, st) -> torch.Tensor:
+    def _expected_log_det(self, st: VariationalPosterior) -> torch.Tensor:
         """E_q[log|Λ_k|] = ψ_D(ν_k / 2) + D log 2 + log|W_k|, with W_k = Λ̄_k / ν_k (K,)."""
-        d = st["d"]
-        logdet_bar = cv.log_det_cholesky(st["pchol"], self.covariance_type, d)
-        nu = st["nu"]
+        d = st.d
+        logdet_bar = cv.log_det_cholesky(st.precisions_cholesky, self.covariance_type, d)
+        nu = st.degrees_of_freedom
         return _multi_digamma(0.5 * nu, d) + d * math.log(2.0) + logdet_bar - d * nu.log()
 
-    def _rho_constant(self, st) -> torch.Tensor:
+    def _rho_constant(self, st: VariationalPosterior) -> torch.Tensor:
         """const_k = E[log π_k] + ½ E[log|Λ_k|] - D/2 log 2π - D / (2 β_k), so that
         ρ_ik = const_k - ½ (x_i - m_k)ᵀ Λ̄_k (x_i - m_k) with Λ̄_k = E_q[Λ_k] = ν_k W_k."""
-        d = st["d"]
+        d = st.d
         return (
             self._expected_log_weights(st)
             + 0.5 * self._expected_log_det(st)
             - 0.5 * d * cv.LOG_2PI
-            - 0.5 * d / st["beta"]
+            - 0.5 * d / st.mean_precision
         )
 
-    def _kl_weights(self, st) -> torch.Tensor:
+    def _kl_weights(self, st: VariationalPosterior) -> torch.Tensor:
         """KL(q(π) || p(π)): Dirichlet, or the sum over sticks of Beta KLs."""
-        wc, a0 = st["wc"], st["alpha0"]
+        wc, a0 = st.weight_concentration, st.prior.alpha0
         if self._dp:
             prior = Beta(torch.ones_like(wc[0]), a0.expand_as(wc[1]))
             return kl_divergence(Beta(wc[0], wc[1]), prior).sum()
         return kl_divergence(Dirichlet(wc), Dirichlet(a0.expand_as(wc)))
 
-    def _kl_components(self, st) -> torch.Tensor:
+    def _kl_components(self, st: VariationalPosterior) -> torch.Tensor:
         """Σ_k KL(q(μ_k, Λ_k) || p(μ_k, Λ_k)), Normal-Wishart, in closed form.
 
         With V = W_k = Λ̄_k / ν_k and V₀ = W₀ = covariance_prior⁻¹:
@@ -350,10 +370,10 @@ class VariationalGaussianMixture(BaseMixture):
                + (ν - ν₀)/2 ψ_D(ν/2) + ν/2 (tr(V₀⁻¹ V) - D),
         KL_N = ½ [D (β₀/β - 1 - log(β₀/β)) + β₀ (m - m₀)ᵀ Λ̄ (m - m₀)].
         """
-        ct, d = self.covariance_type, st["d"]
-        nu, nu0, beta, beta0 = st["nu"], st["nu0"], st["beta"], st["beta0"]
-        prec, cp = st["prec"], st["cov0"]
-        logdet_bar = cv.log_det_cholesky(st["pchol"], ct, d)
+        ct, d, prior = self.covariance_type, st.d, st.prior
+        nu, nu0, beta, beta0 = st.degrees_of_freedom, prior.nu0, st.mean_precision, prior.beta0
+        prec, cp = st.precisions, prior.cov0
+        logdet_bar = cv.log_det_cholesky(st.precisions_cholesky, ct, d)
         if ct in ("full", "tied"):
             logdet_cp = torch.linalg.slogdet(cp)[1]
             trace = (cp * prec).sum((-2, -1))  # tr(cp Λ̄_k), both symmetric
@@ -371,13 +391,13 @@ class VariationalGaussianMixture(BaseMixture):
             + 0.5 * (nu - nu0) * _multi_digamma(0.5 * nu, d)
             + 0.5 * nu * (trace / nu - d)
         )
-        dm = st["means"] - st["m0"]
+        dm = st.means - prior.m0
         quad = (dm * cv.precision_matrix_times(prec, ct, dm)).sum(1)
         ratio = beta0 / beta
         kl_n = 0.5 * (d * (ratio - 1.0 - ratio.log()) + beta0 * quad)
         return kl_w.sum() + kl_n.sum()  # tied: one Wishart KL
 
-    def _elbo(self, lse, st, summary):
+    def _elbo(self, lse, st: VariationalPosterior):
         """Full ELBO = Σ_i log Σ_k exp(ρ_ik) - KL(q(π)||p(π)) - Σ_k KL(q(μ_k,Λ_k)||p(μ_k,Λ_k))."""
         return lse - self._kl_weights(st) - self._kl_components(st)
 
@@ -416,40 +436,37 @@ class VariationalGaussianMixture(BaseMixture):
             )
         return self._partial_fit(X, None if n_samples is None else float(n_samples))
 
-    def _online_step(self, s, n_samples):
-        return self._m_step(s.scaled(n_samples), self._state, self._online["summary"])
+    def _online_step(self, s: Statistics, n_samples, st: VariationalPosterior, summary):
+        """λ_t = λ₀ + N s_t: the CAVI step from the statistics N·s_t."""
+        return self._update(s.scaled(n_samples), st, summary)
 
-    def _online_bound(self, lse, nb, n_samples):
-        kl = self._kl_weights(self._state) + self._kl_components(self._state)
-        return float(lse) / nb - float(kl) / n_samples
-
-    def _weights(self, st) -> torch.Tensor:
+    def _weights(self, st: VariationalPosterior) -> torch.Tensor:
         """E_q[π_k] (K,): α_k / Σ α, or the expected stick-breaking weights."""
-        wc = st["wc"]
+        wc = st.weight_concentration
         if not self._dp:
             return wc / wc.sum()
         frac = wc[1] / (wc[0] + wc[1])
         w = wc[0] / (wc[0] + wc[1]) * torch.cat([frac.new_ones(1), torch.cumprod(frac[:-1], 0)])
         return w / w.sum()
 
-    def _attributes(self, st) -> dict:
+    def _attributes(self, st: VariationalPosterior) -> dict:
         """The fitted attributes (tensors, or floats for scalar priors) from the state."""
-        wc = st["wc"]
-        cov0 = st["cov0"]
+        wc, prior = st.weight_concentration, st.prior
+        cov0 = prior.cov0
         return {
             "weight_concentration_": (wc[0], wc[1]) if self._dp else wc,
             "weights_": self._weights(st),
-            "mean_precision_": st["beta"],
-            "means_": st["means"] + st["shift"],
-            "degrees_of_freedom_": st["nu"],
-            "covariances_": st["cov"],
-            "precisions_": st["prec"],
-            "precisions_cholesky_": st["pchol"],
-            "n_effective_components_": int((st["nk"] >= 1.0).sum()),
-            "weight_concentration_prior_": float(st["alpha0"]),
-            "mean_precision_prior_": float(st["beta0"]),
-            "mean_prior_": st["m0"] + st["shift"],
-            "degrees_of_freedom_prior_": float(st["nu0"]),
+            "mean_precision_": st.mean_precision,
+            "means_": st.means + st.shift,
+            "degrees_of_freedom_": st.degrees_of_freedom,
+            "covariances_": st.covariances,
+            "precisions_": st.precisions,
+            "precisions_cholesky_": st.precisions_cholesky,
+            "n_effective_components_": int((st.nk >= 1.0).sum()),
+            "weight_concentration_prior_": float(prior.alpha0),
+            "mean_precision_prior_": float(prior.beta0),
+            "mean_prior_": prior.m0 + st.shift,
+            "degrees_of_freedom_prior_": float(prior.nu0),
             "covariance_prior_": float(cov0) if cov0.ndim == 0 else cov0,
         }
 
