@@ -455,11 +455,16 @@ def test_vampprior_gradient_reaches_the_pseudo_inputs_and_sampling_works():
 
 
 def test_prior_and_layer_configuration_errors_name_the_field():
-    """The analytic KL with a VampPrior or two layers, a VampPrior on two layers, 3 layers."""
+    """The analytic KL with a VampPrior or two layers, a VampPrior on two layers, 3 layers;
+    without ``kl`` the closed form is chosen where it exists, the estimate otherwise."""
     with pytest.raises(ValueError, match="kl='analytic' needs the standard normal prior"):
-        VAEConfig(prior="vampprior")
+        VAEConfig(prior="vampprior", kl="analytic")
     with pytest.raises(ValueError, match="kl='analytic' needs the standard normal prior"):
-        VAEConfig(stochastic_layers=2)
+        VAEConfig(stochastic_layers=2, kl="analytic")
+    assert VAEConfig(prior="vampprior").kl == "mc"
+    assert VAEConfig(stochastic_layers=2).kl == "mc"
+    assert VAEConfig().kl == "analytic"
+    assert VAEConfig.from_json(VAEConfig(prior="vampprior").to_json()).kl == "mc"
     with pytest.raises(ValueError, match="stochastic_layers=2 .* needs prior='standard'"):
         VAEConfig(stochastic_layers=2, prior="vampprior", kl="mc")
     with pytest.raises(ValueError, match=r"stochastic_layers must be one of \[1, 2\]; got 3"):

@@ -48,8 +48,8 @@ _CONFIG_OPTIONS = [
         "kl",
         str,
         KL_ESTIMATORS,
-        "KL term: closed form or Monte Carlo (mc is "
-        "chosen when --prior vampprior or --stochastic-layers 2 is given without --kl)",
+        "KL term: closed form or Monte Carlo (default: the closed form where it exists, "
+        "mc with --prior vampprior or --stochastic-layers 2)",
     ),
     ("--prior", "prior", str, PRIORS, "p(z): N(0, I) or the VampPrior (Tomczak & Welling)"),
     ("--pseudo-inputs", "num_pseudo_inputs", int, None, "K, pseudo-inputs of the VampPrior"),
@@ -199,9 +199,6 @@ def _config_from_args(args) -> dict:
     given = {f: getattr(args, f) for _, f, *_ in _CONFIG_OPTIONS if getattr(args, f) is not None}
     if args.learn_std:
         given["learn_std"] = True
-    two_layers = given.get("stochastic_layers", 1) == 2
-    if "kl" not in given and (given.get("prior", "standard") != "standard" or two_layers):
-        given["kl"] = "mc"  # the only KL these priors have
     return given
 
 

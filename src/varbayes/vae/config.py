@@ -75,14 +75,15 @@ class VAEConfig:
         ``num_samples`` draws of z; ``"iwae"``: log (1/k) Σ_i p(x, z_i)/q(z_i|x) with
         k = ``num_samples`` (Burda et al. 2015).
     kl : ``"analytic"`` (closed form, ``torch.distributions.kl_divergence``; standard
-        prior, one stochastic layer) or ``"mc"`` (log q(z|x) − log p(z) at the drawn z).
+        prior, one stochastic layer) or ``"mc"`` (log q(z|x) − log p(z) at the drawn z);
+        None (the default): ``"analytic"`` where it exists, ``"mc"`` otherwise.
     prior : ``"standard"`` (p(z) = N(0, I)) or ``"vampprior"`` (Tomczak & Welling 2018:
         p(z) = (1/K) Σ_k q(z|u_k) with K = ``num_pseudo_inputs`` learned pseudo-inputs;
-        needs ``kl="mc"``).
+        its KL is ``"mc"``).
     stochastic_layers : 1, or 2 (Burda et al. 2015): x → ``hidden`` → z₁ (``latent_dim``)
         → ``top_hidden`` → z₂ (``top_latent_dim``), p(z₂) = N(0, I), Gaussian p(z₁|z₂)
         through the mirrored ``top_hidden``, p(x|z₁) through the mirrored ``hidden``;
-        needs ``kl="mc"`` and the standard prior (on z₂).
+        ``kl="mc"`` and the standard prior (on z₂).
     beta : weight β ≥ 0 of the KL term (β = 1: the ELBO).
     warmup_epochs : KL warm-up: β_t rises linearly from 0 to ``beta`` over this many
         epochs (0: no warm-up). ELBO objective only.
@@ -113,7 +114,7 @@ class VAEConfig:
     learn_std: bool = False
     image_shape: tuple[int, int] = (28, 28)
     objective: str = "elbo"
-    kl: str = "analytic"
+    kl: str | None = None
     prior: str = "standard"
     num_pseudo_inputs: int = 500
     stochastic_layers: int = 1
@@ -140,6 +141,8 @@ class VAEConfig:
             self.conv_channels = tuple(self.conv_channels)
         if isinstance(self.image_shape, list):
             self.image_shape = tuple(self.image_shape)
+        if self.kl is None:  # the closed form where it exists
+            self.kl = "analytic" if self.analytic_kl else "mc"
         self.validate()
 
     # ----------------------------------------------------------------- checks
