@@ -205,30 +205,41 @@ def test_sharded_initialisation_uses_every_shard(tmp_path, init_params):
         np.testing.assert_allclose(found, np.sort(CENTRES[:, 1]), atol=0.5)
 
 
-def _worker_draws(rank, world, port, out):
+SEEDS = {"none": lambda rank: None, "generator": lambda rank: torch.Generator().manual_seed(rank)}
+
+
+def _worker_draws(rank, world, port, x, out):
+    torch.set_num_threads(1)
     dist.init_process_group(
         "gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world
     )
     try:
-        draws = [
-            torch.rand(
-                4, generator=GaussianMixture(3, random_state=rs, distributed=True)._generator()
-            )
-            for rs in (None, torch.Generator().manual_seed(rank), 5)
-        ]
-        np.save(f"{out}{rank}.npy", torch.stack(draws).numpy())
+        shard = np.array_split(x, world)[rank]
+        draws = []
+        for make in (*SEEDS.values(), lambda rank: 5):
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", ConvergenceWarning)
+                gm = GaussianMixture(3, random_state=make(rank), distributed=True, max_iter=2)
+                draws.append(gm.fit(shard).sample(6)[0])
+        np.save(f"{out}{rank}.npy", np.stack(draws))
     finally:
         end_process_group(True)
 
 
 def test_unseeded_processes_draw_the_same_numbers(tmp_path):
     """random_state None or a generator (different on each rank): rank 0's seed is
-    broadcast, so every process makes the same initialisation draws; an int seeds each."""
+    broadcast, so every process makes the same random draws (here: fit, then sample);
+    an int seeds each, as in one process holding all the rows."""
+    x = blobs(seed=2, n=100)
     out = str(tmp_path / "draws")
-    mp.spawn(_worker_draws, args=(2, _free_port(), out), nprocs=2, join=True)
+    mp.spawn(_worker_draws, args=(2, _free_port(), x, out), nprocs=2, join=True)
     a, b = np.load(out + "0.npy"), np.load(out + "1.npy")
     np.testing.assert_array_equal(a, b)
-    np.testing.assert_array_equal(a[2], torch.rand(4, generator=torch.Generator().manual_seed(5)))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        one = GaussianMixture(3, random_state=5, max_iter=2).fit(x).sample(6)[0]
+    np.testing.assert_allclose(a[2], one, rtol=1e-10, atol=1e-10)
+    assert not np.allclose(a[0], one)  # the broadcast seed is not a fixed one
 
 
 def _worker_vi(rank, world, port, x, init_per_rank, out):

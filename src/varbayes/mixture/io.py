@@ -1,7 +1,8 @@
 """The saved-model format of the mixtures: a directory with two files.
 
 * ``model.safetensors``: the fitted state (π or q(π), μ, Σ, precision factors, ...) as
-  plain tensors named ``state.<name>``, and array hyper-parameters (``*_init``,
+  plain tensors named ``state.<name>``, the saved names of the fields of the state's
+  record (:mod:`varbayes.mixture._state`), and array hyper-parameters (``*_init``,
   ``mean_prior``, ``covariance_prior``) as ``param.<name>``;
 * ``config.json``: the class name, the scalar hyper-parameters, ``n_features_in_``,
   ``n_iter_``, ``converged_``, ``lower_bound_`` and the ELBO trace. A ``random_state``
