@@ -45,7 +45,8 @@ be tensors depending on other latents), plus :data:`ordered_vector`,
   (``fit(log_joint, guide_module, ...)``);
 * :mod:`~varbayes.vi.cavi`      — closed-form coordinate ascent (Normal, linear regression,
   Gaussian targets);
-* :mod:`~varbayes.vi.models`    — log joints: :class:`LogJoint`, :class:`LinearRegression`,
+* :mod:`~varbayes.vi.models`    — the shipped models, Models over one latent ``theta``
+  with a fixed prior: :class:`LogJoint`, :class:`LinearRegression`,
   :class:`LogisticRegression`;
 * :mod:`~varbayes.vi.compare`   — :func:`compare_modes`: exact, MAP, mean-field, full-rank.
 """

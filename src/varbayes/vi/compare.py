@@ -157,7 +157,7 @@ def compare_modes(
     model = LinearRegression(
         X, y, noise_scale=noise_scale, prior_scale=prior_scale, dtype=torch.float64
     )
-    X, y = model.data
+    X, y = model.data["X"], model.data["y"]
     d = X.shape[1]
     post, log_z = exact_linear_posterior(X, y, model.noise_scale, model.prior_scale)
     rows = []

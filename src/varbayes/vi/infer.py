@@ -45,6 +45,7 @@ from torch.distributions import Independent, LowRankMultivariateNormal, Multivar
 
 from varbayes._validation import check_int
 from varbayes.monitor import ConvergenceWarning, NonFiniteObjectiveError
+from varbayes.vi.guides import Guide
 from varbayes.vi.model import Model, no_validation
 from varbayes.vi.posterior import Posterior, draw_with_log_q, point_mass
 from varbayes.vi.psis import KHAT_THRESHOLD, psis
@@ -438,11 +439,13 @@ def fit(model, guide=None, **options):
     """Variational inference. Two forms:
 
     * ``fit(model, guide="fullrank", **options) -> Posterior`` for a :class:`Model`
-      (the recipe above; ``guide`` one of :data:`GUIDES`; options as :func:`fit_model`);
+      (the recipe above; ``guide`` one of :data:`GUIDES`; options as :func:`fit_model`).
+      The shipped :class:`~varbayes.vi.LinearRegression`, :class:`~varbayes.vi.
+      LogisticRegression` and :class:`~varbayes.vi.LogJoint` are Models too;
     * ``fit(log_joint, guide_module, **options) -> SVIResult``: stochastic VI of a guide
-      module on a log joint (:func:`varbayes.vi.svi.fit`).
+      module (a :class:`varbayes.vi.Guide`) on a log joint (:func:`varbayes.vi.svi.fit`).
     """
-    if isinstance(model, Model):
+    if isinstance(model, Model) and not isinstance(guide, Guide):
         return fit_model(model, "fullrank" if guide is None else guide, **options)
     from varbayes.vi.svi import fit as svi_fit
 

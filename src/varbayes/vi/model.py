@@ -9,8 +9,9 @@ four methods, and every value it hands back carries a leading particle dimension
 * ``m.derived(name, value)`` records a deterministic function of θ (returned as is).
 * ``m.observe(name, distribution, value)`` adds log p(x_name | θ), scaled by N/B on a
   minibatch of B of the N rows.
-* ``m.factor(name, log_density)`` adds a free term of shape ``(S,)`` (Stan's
-  ``target +=``).
+* ``m.factor(name, log_density, *, likelihood=False)`` adds a free term of shape
+  ``(S,)`` or a scalar (Stan's ``target +=``); ``likelihood=True`` marks a term that is
+  a sum over the data rows, scaled by N/B on a minibatch like ``observe``.
 
 Every latent lives on an unconstrained u ∈ R^{D_name}, θ = T(u) with T =
 :func:`varbayes.vi.supports.bijection` (support), and all the u are stacked into one flat
@@ -19,7 +20,9 @@ z ∈ R^D. :meth:`Model.log_density` is the density the variational families fit
     log p(x, z) = Σ_latents [log p(θ_i | θ_<i) + log |det ∂T_i/∂u_i|]
                   + (N/B) Σ_observed log p(x | θ) + Σ_factors f(θ),
 
-for z of shape ``(S, D)``, returning ``(S,)``. Each site's log density is summed over its
+for z of shape ``(S, D)``, returning ``(S,)``. :meth:`Model.log_likelihood` is its
+likelihood part alone, (N/B) [Σ_observed log p(x | θ) + Σ_likelihood factors], the first
+term of the analytic-KL ELBO. Each site's log density is summed over its
 own dimensions (found by one unbatched trace at construction), so a value of shape
 ``(S, 8)`` contributes ``(S,)``.
 
@@ -99,15 +102,19 @@ class _Recorder:
     def __init__(self, model, mode, z, batch):
         self.model, self.mode, self.z, self.batch = model, mode, z, batch
         self.log_density = None
+        self.log_likelihood = None  # the observed sites and likelihood factors alone
         self.values: dict[str, torch.Tensor] = {}
         self.sites: list[Site] = []
         self._offset = 0
 
     # ---------------------------------------------------------------- helpers
-    def _add(self, term, ndim):
+    def _add(self, term, ndim, likelihood=False):
         if ndim:
             term = term.sum(tuple(range(-ndim, 0)))
         self.log_density = term if self.log_density is None else self.log_density + term
+        if likelihood:
+            lik = self.log_likelihood
+            self.log_likelihood = term if lik is None else lik + term
 
     def _site(self, name, kind):
         if self.mode == "trace":
@@ -251,7 +258,8 @@ class _Recorder:
         if site is None:
             return self._trace_observe(name, distribution, value)
         if self.mode == "density":
-            self._add(self.model.scale * distribution.log_prob(value), site.log_prob_ndim)
+            lp = distribution.log_prob(value)
+            self._add(self.model.scale * lp, site.log_prob_ndim, likelihood=True)
             return value
         if self.mode == "predict":
             value = distribution.sample()
@@ -278,26 +286,31 @@ class _Recorder:
         lp = distribution.log_prob(value)
         self._check(name, "the log likelihood", lp)
         self.sites.append(Site(name, "observed", value.shape, log_prob_ndim=lp.ndim))
-        self._add(lp, lp.ndim)
+        self._add(lp, lp.ndim, likelihood=True)
         return value
 
-    def factor(self, name: str, log_density) -> torch.Tensor:
-        """Add ``log_density`` (shape ``(S,)``: one value per particle) to log p(x, θ)."""
+    def factor(self, name: str, log_density, *, likelihood: bool = False) -> torch.Tensor:
+        """Add ``log_density`` to log p(x, θ): shape ``(S,)`` (one value per particle) or
+        a scalar (a Python number or 0-d tensor, the same for every particle).
+
+        ``likelihood=True``: the term is a log likelihood summed over the ``rows`` data,
+        so it is scaled by N/B on a minibatch and counted in :meth:`Model.log_likelihood`."""
         site = self._site(name, "factor")
+        if not isinstance(log_density, torch.Tensor):
+            log_density = torch.as_tensor(
+                log_density, dtype=self.model.dtype, device=self.model.device
+            )
         if site is None:
-            if not isinstance(log_density, torch.Tensor):
-                log_density = torch.as_tensor(log_density, dtype=self.model.dtype)
             self._check(name, "the factor (one log density per particle)", log_density, ())
             self.sites.append(Site(name, "factor", torch.Size()))
-            self._add(log_density, 0)
-            return log_density
-        if self.mode == "density":
-            if log_density.shape not in (self.batch, ()):
-                raise ValueError(
-                    f"factor {name!r} must have shape {tuple(self.batch)} (one log density "
-                    f"per particle); got {tuple(log_density.shape)}"
-                )
-            self._add(log_density, 0)
+        elif self.mode == "density" and log_density.shape not in (self.batch, ()):
+            raise ValueError(
+                f"factor {name!r} must have shape {tuple(self.batch)} (one log density "
+                f"per particle) or be a scalar; got {tuple(log_density.shape)}"
+            )
+        if self.mode in ("trace", "density"):
+            term = self.model.scale * log_density if likelihood else log_density
+            self._add(term, 0, likelihood=likelihood)
         return log_density
 
 
@@ -401,6 +414,17 @@ class Model:
 
     __call__ = log_density
 
+    def log_likelihood(self, z: torch.Tensor) -> torch.Tensor:
+        """The likelihood part of :meth:`log_density`: (N/B) times the observed sites' and
+        the ``likelihood=True`` factors' log densities. ``z`` ``(S, D)``; returns ``(S,)``
+        (zeros for a model without observations)."""
+        with no_validation():
+            rec = self._record("density", z)
+        out = rec.log_likelihood
+        if out is None:
+            return z.new_zeros(z.shape[:-1])
+        return out.expand(z.shape[:-1]) if out.shape != z.shape[:-1] else out
+
     def constrain(self, z: torch.Tensor) -> dict[str, torch.Tensor]:
         """The named latents and derived values at z: name → ``(S, *shape)`` tensors."""
         with torch.no_grad(), no_validation():
@@ -420,6 +444,7 @@ class Model:
         view = object.__new__(Model)
         view.__dict__.update(self.__dict__)
         view.data = _prepare_data(data, self.dtype, self.device)
+        view.rows = tuple(k for k in view.rows if (view.data or {}).get(k) is not None)
         view.num_data = _check_rows(view.data, view.rows)
         view.scale = 1.0
         view._predicting = True
@@ -429,17 +454,24 @@ class Model:
         return view
 
     def subsample(self, index) -> Model:
-        """The minibatch model on rows ``index`` of the ``rows`` data: likelihood × N/B."""
+        """The minibatch model on rows ``index`` of the ``rows`` data: likelihood × N/B
+        (the view's ``num_data`` is B, so a view of a view scales by N/B' in all)."""
         if not self.rows:
             raise ValueError("subsample needs Model(..., rows=[...]): the per-row data names")
         index = torch.as_tensor(index, device=self.device)
-        view = object.__new__(Model)
+        view = object.__new__(type(self))
         view.__dict__.update(self.__dict__)
         view.data = dict(self.data)
         for k in self.rows:
             view.data[k] = self.data[k][index]
-        view.scale = self.scale * self.num_data / int(index.numel())
+        view.num_data = int(index.numel())
+        view.scale = self.scale * self.num_data / view.num_data
         return view
+
+    @property
+    def name(self) -> str:
+        """The model function's name (for messages)."""
+        return getattr(self.fn, "__name__", type(self.fn).__name__)
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -453,7 +485,7 @@ class Model:
 
     def __repr__(self):
         latents = ", ".join(f"{s.name}{list(s.shape) if s.shape else ''}" for s in self.latents)
-        return f"Model({getattr(self.fn, '__name__', 'fn')}: {latents}; D={self.dim})"
+        return f"Model({self.name}: {latents}; D={self.dim})"
 
 
 # ---------------------------------------------------------------------------- helpers
@@ -465,16 +497,23 @@ def _validation_on() -> bool:
     return False
 
 
+_VALIDATING: list[bool] = []  # the setting inside each open no_validation block
+
+
 @contextlib.contextmanager
 def no_validation(off: bool = True):
     """Switch torch.distributions argument validation off (``off``) inside the block, and
     restore the caller's setting after. Inputs are validated once, at the boundary
-    (:class:`Model`'s trace); the hot loop then skips ~25% of a small model's step."""
-    before = _validation_on()
+    (:class:`Model`'s trace); the hot loop then skips ~25% of a small model's step.
+    Inside another block the setting is known, so a nested block (every
+    :meth:`Model.log_density` within a fit) does not probe torch for it."""
+    before = _VALIDATING[-1] if _VALIDATING else _validation_on()
     Distribution.set_default_validate_args(not off)
+    _VALIDATING.append(not off)
     try:
         yield
     finally:
+        _VALIDATING.pop()
         Distribution.set_default_validate_args(before)
 
 

@@ -1,12 +1,26 @@
-"""Log joints log p(x, θ) = log p(x | θ) + log p(θ) for the variational-inference demos.
+"""The shipped models: one latent vector θ ∈ R^D with a fixed prior, as :class:`Model` s.
 
-A :class:`LogJoint` keeps the two terms of the joint apart, because the
-analytic-KL form of the ELBO,
+A :class:`LogJoint` *is* a :class:`~varbayes.vi.Model` whose function declares one
+latent ``theta`` with the prior p(θ) and the likelihood of the data,
 
-    ELBO(q) = E_q[log p(x | θ)] - KL(q(θ) || p(θ)),
+    log p(x, θ) = scale · Σ_n log p(x_n | θ) + log p(θ),
 
-needs them separately, and because stochastic VI on a minibatch B of the N data
-points replaces the likelihood by the unbiased estimate (N/B) Σ_{n∈B} log p(x_n | θ).
+so ``vi.fit(LogisticRegression(X, y))`` returns a :class:`~varbayes.vi.Posterior` with
+named draws and a summary of ``theta[0]``, ``theta[1]``, ... like any model. θ has real
+support, so the unconstrained z *is* θ (no Jacobian) and ``log_joint(θ)`` =
+:meth:`Model.log_density` is the flat-vector log joint the guide modules of
+:mod:`varbayes.vi.svi` fit. What a LogJoint adds to a Model is what those tools need:
+
+* ``prior``, p(θ) as one Distribution, because the analytic-KL form of the ELBO,
+
+      ELBO(q) = E_q[log p(x | θ)] - KL(q(θ) || p(θ)),
+
+  needs it in closed form (:meth:`Model.log_likelihood` is the first term);
+* minibatches: :meth:`Model.subsample` replaces the likelihood by the unbiased
+  (N/B) Σ_{n∈B} log p(x_n | θ) (the data are the model's ``rows``);
+* optionally a hand-derived ∇_θ log p(x, θ) (``value_and_grad``) for the fast
+  mean-field path of :mod:`varbayes.vi.svi`; a test holds it equal to autograd of
+  the model's density.
 
 Shapes: θ holds S particles, ``(S, D)``; every log density returns ``(S,)``.
 """
@@ -17,29 +31,42 @@ import math
 from collections.abc import Callable
 
 import torch
-from torch.distributions import Distribution, Independent, MultivariateNormal, Normal
+from torch.distributions import (
+    Bernoulli,
+    Distribution,
+    Independent,
+    MultivariateNormal,
+    Normal,
+    constraints,
+)
 
 from varbayes._validation import as_tensor, check_finite
+from varbayes.vi.model import Model
 
 __all__ = ["LogJoint", "LinearRegression", "LogisticRegression"]
 
 
-class LogJoint:
-    """A log joint log p(x, θ) = scale · Σ_n log p(x_n | θ) + log p(θ).
+class LogJoint(Model):
+    """A :class:`~varbayes.vi.Model` with one latent θ ∈ R^D ~ ``prior`` and a likelihood:
+    log p(x, θ) = scale · Σ_n log p(x_n | θ) + log p(θ).
 
     Parameters
     ----------
     log_likelihood : callable
         ``log_likelihood(theta, *data) -> (S,)``: Σ_n log p(x_n | θ) over the rows of
-        ``data`` for particles ``theta`` of shape ``(S, D)``.
+        ``data`` for particles ``theta`` of shape ``(S, D)``; the model adds it as a
+        likelihood factor (``m.factor("log_likelihood", ..., likelihood=True)``).
     prior : torch.distributions.Distribution
-        p(θ) with ``event_shape == (D,)`` and ``batch_shape == ()``.
+        p(θ) with ``event_shape == (D,)``, ``batch_shape == ()`` and real support (θ is
+        unconstrained; write a :class:`~varbayes.vi.Model` for a constrained θ).
     data : tuple of tensors
-        The data, all with the same first dimension N (may be empty).
+        The data, all with the same first dimension N (may be empty); the model's data
+        are ``{"x0": data[0], "x1": data[1], ...}``, all of them ``rows``.
     scale : float
         Multiplier of the likelihood (N/B on a minibatch of B rows; 1 on the full data).
 
-    Calling the object evaluates the joint: ``log_joint(theta) -> (S,)``.
+    Calling the object evaluates the joint: ``log_joint(theta) -> (S,)``. The latent is
+    named ``theta``.
     """
 
     def __init__(
@@ -52,6 +79,19 @@ class LogJoint:
     ):
         if not callable(log_likelihood):
             raise TypeError(f"log_likelihood must be callable; got {type(log_likelihood).__name__}")
+        data = tuple(data)
+        if data:
+            n = data[0].shape[0]
+            for i, d in enumerate(data):
+                if d.shape[0] != n:
+                    raise ValueError(
+                        f"data[{i}] must have {n} rows like data[0]; got shape {tuple(d.shape)}"
+                    )
+        self._log_likelihood = log_likelihood
+        self._build(prior, {f"x{i}": d for i, d in enumerate(data)}, scale)
+
+    def _build(self, prior, data: dict, scale: float = 1.0) -> None:
+        """Check the prior and build the Model over ``theta`` on the named ``data``."""
         if not isinstance(prior, Distribution):
             raise TypeError(
                 f"prior must be a torch.distributions.Distribution; got {type(prior).__name__}"
@@ -62,47 +102,37 @@ class LogJoint:
                 f"{tuple(prior.batch_shape)} and event_shape {tuple(prior.event_shape)} "
                 "(wrap a Normal with Independent(Normal(loc, scale), 1))"
             )
-        data = tuple(data)
-        if data:
-            n = data[0].shape[0]
-            for i, d in enumerate(data):
-                if d.shape[0] != n:
-                    raise ValueError(
-                        f"data[{i}] must have {n} rows like data[0]; got shape {tuple(d.shape)}"
-                    )
-        self._log_likelihood = log_likelihood
+        base = prior.support
+        while isinstance(base, constraints.independent):
+            base = base.base_constraint
+        if base is not constraints.real:
+            raise ValueError(
+                f"prior must have real support (θ is unconstrained); got {prior.support} "
+                "(write a varbayes.vi.Model for a constrained θ)"
+            )
         self.prior = prior
-        self.data = data
+        dtype, device = _dtype_device(prior)
+        super().__init__(self._declare, data, rows=tuple(data), dtype=dtype, device=device)
         self.scale = float(scale)
 
-    @property
-    def num_data(self) -> int:
-        """N, the number of rows of the data (0 without data)."""
-        return int(self.data[0].shape[0]) if self.data else 0
+    def _declare(self, m, data):
+        """The model function: θ ~ prior, then the likelihood of the data."""
+        self._observe(m, m.latent("theta", self.prior), data)
+
+    def _observe(self, m, theta, data):
+        """Add log p(x | θ) for θ of shape ``(..., D)`` (a likelihood factor here)."""
+        flat = theta.reshape(-1, theta.shape[-1])
+        lik = self._log_likelihood(flat, *data.values()).reshape(theta.shape[:-1])
+        m.factor("log_likelihood", lik, likelihood=True)
 
     @property
-    def dim(self) -> int:
-        """D, the dimension of θ."""
-        return int(self.prior.event_shape[0])
-
-    def log_likelihood(self, theta: torch.Tensor) -> torch.Tensor:
-        """scale · Σ_n log p(x_n | θ) for ``theta`` of shape ``(S, D)``; returns ``(S,)``."""
-        out = self._log_likelihood(theta, *self.data)
-        return out * self.scale if self.scale != 1.0 else out
-
-    def __call__(self, theta: torch.Tensor) -> torch.Tensor:
-        """log p(x, θ) for ``theta`` of shape ``(S, D)``; returns ``(S,)``."""
-        return self.log_likelihood(theta) + self.prior.log_prob(theta)
+    def name(self) -> str:
+        return type(self).__name__
 
     def subsample(self, index: torch.Tensor) -> LogJoint:
         """The minibatch log joint (N/B) Σ_{n∈B} log p(x_n | θ) + log p(θ) for rows ``index``."""
-        index = torch.as_tensor(index)
-        b = int(index.numel())
-        view = object.__new__(type(self))
-        view.__dict__.update(self.__dict__)
-        view.data = tuple(d[index] for d in self.data)
-        view.scale = self.scale * self.num_data / b
-        view._subsampled(index)
+        view = super().subsample(index)
+        view._subsampled(torch.as_tensor(index))
         return view
 
     def _subsampled(self, index: torch.Tensor) -> None:
@@ -118,7 +148,7 @@ class LogJoint:
 
     def grad_inputs(self) -> tuple[torch.Tensor, ...]:
         """The tensors :meth:`_value_and_grad_impl` reads (the data and cached statistics)."""
-        return self.data
+        return tuple(self.data.values())
 
     def _value_and_grad_impl(self, theta, scale, *inputs):
         """log p(x, θ) and ∇_θ from explicit tensors (a pure function, so it can be compiled).
@@ -126,6 +156,18 @@ class LogJoint:
         ``scale`` multiplies the likelihood; ``inputs`` come from :meth:`grad_inputs`.
         Subclasses with a hand-derived gradient override it."""
         raise NotImplementedError
+
+    def __repr__(self):
+        return f"{self.name}(theta[{self.dim}]; N={self.num_data}, scale={self.scale:g})"
+
+
+def _dtype_device(prior: Distribution):
+    """The prior's dtype and device (torch's defaults when it has no closed-form mean)."""
+    try:
+        mean = prior.mean
+    except NotImplementedError:
+        return torch.get_default_dtype(), None
+    return mean.dtype, mean.device
 
 
 def _normal_prior_value_and_grad(
@@ -167,14 +209,11 @@ class LinearRegression(LogJoint):
         X, y = _check_xy(X, y, dtype)
         self.noise_scale = _positive_float(noise_scale, "noise_scale")
         self.prior_scale = _positive_float(prior_scale, "prior_scale")
-        prior = Independent(
-            Normal(torch.zeros(X.shape[1], dtype=X.dtype), self.prior_scale * X.new_ones(())), 1
-        )
-        super().__init__(self._loglik, prior, (X, y))
+        self._build(_isotropic_normal(X, self.prior_scale), {"X": X, "y": y})
 
-    def _loglik(self, theta, X, y):
-        r = (y - theta @ X.T) / self.noise_scale
-        return -0.5 * (r * r).sum(-1) - X.shape[0] * (math.log(self.noise_scale) + 0.5 * _LOG_2PI)
+    def _observe(self, m, theta, data):
+        """y ~ N(Xθ, σ²): ``m.observe("y", Normal(θ Xᵀ, σ), y)``."""
+        m.observe("y", Normal(theta @ data["X"].T, self.noise_scale), data["y"])
 
     def _value_and_grad_impl(self, theta, scale, X, y):
         """log p(y, θ | X) and ∇_θ, ``(S,)`` and ``(S, D)``; gradient Xᵀ(y - Xθ)/σ² - θ/s²."""
@@ -205,14 +244,15 @@ class LogisticRegression(LogJoint):
         if not bool(((y == 0) | (y == 1)).all()):
             raise ValueError("y must hold labels 0 or 1 for logistic regression")
         self.prior_scale = _positive_float(prior_scale, "prior_scale")
-        prior = Independent(
-            Normal(torch.zeros(X.shape[1], dtype=X.dtype), self.prior_scale * X.new_ones(())), 1
-        )
-        super().__init__(self._loglik, prior, (X, y))
+        self._build(_isotropic_normal(X, self.prior_scale), {"X": X, "y": y})
         self._cache()
 
+    def _observe(self, m, theta, data):
+        """y ~ Bernoulli(sigmoid(Xθ)): ``m.observe("y", Bernoulli(logits=θ Xᵀ), y)``."""
+        m.observe("y", Bernoulli(logits=theta @ data["X"].T), data["y"])
+
     def _cache(self):
-        X, y = self.data
+        X, y = self.data["X"], self.data["y"]
         self._Xty = y @ X
         # X stored column-major as well: both X θ and Xᵀr then read it with unit stride
         # (about 1.5x faster matrix-vector products on CPU)
@@ -223,10 +263,6 @@ class LogisticRegression(LogJoint):
 
     def _subsampled(self, index):
         self._cache()
-
-    def _loglik(self, theta, X, y):
-        logits = theta @ X.T
-        return (y * logits).sum(-1) - torch.nn.functional.softplus(logits).sum(-1)
 
     def grad_inputs(self):
         """(Xᵀ as a contiguous (D, N) tensor, Xᵀy): the likelihood's data statistics."""
@@ -260,6 +296,12 @@ class LogisticRegression(LogJoint):
         g = Xty - torch.sigmoid(logits) @ XT.T
         pv, pg = _isotropic_prior_value_and_grad(theta, self._prior_var, self._prior_const)
         return lik.mul_(scale).add_(pv), g.mul_(scale).add_(pg)
+
+
+def _isotropic_normal(X, prior_scale):
+    """θ ~ N(0, s² I) with D = X's columns, in X's dtype."""
+    loc = torch.zeros(X.shape[1], dtype=X.dtype, device=X.device)
+    return Independent(Normal(loc, prior_scale * X.new_ones(())), 1)
 
 
 def _check_xy(X, y, dtype):
