@@ -34,6 +34,9 @@ be tensors depending on other latents), plus :data:`ordered_vector`,
   z (S, D) with log-Jacobians, named constrained values, minibatches (N/B);
 * :mod:`~varbayes.vi.infer`     — :func:`fit` (guides ``"fullrank"``, ``"meanfield"``,
   ``"block"``, ``"lowrank"``, ``"laplace"``, ``"map"``), :func:`find_map`, :func:`laplace`;
+* :mod:`~varbayes.vi.spec`      — :func:`guide`: a family bound to a model's sites
+  (``vi.fit(model, vi.guide(model, "lowrank", rank=3))``; ``vi.fit(model, post)`` warm
+  starts from a Posterior); a guide of another model is a ValueError naming the sites;
 * :mod:`~varbayes.vi.posterior` — :class:`Posterior`: ``sample``, ``summary``,
   ``predictive``, ``to_arviz``, ``khat``, ``trace``, ``steps``, ``converged``;
 * :mod:`~varbayes.vi.psis`      — :func:`psis`: Pareto-smoothed importance weights and k̂;
@@ -55,23 +58,27 @@ from varbayes.vi.cavi import CAVIResult, cavi_gaussian, cavi_linear_regression, 
 from varbayes.vi.compare import ModeComparison, compare_modes, plot_marginals
 from varbayes.vi.elbo import ESTIMATORS, EvidenceEstimate, elbo, log_evidence, loss
 from varbayes.vi.guides import FullRankNormal, Guide, LowRankNormal, MeanFieldNormal
-from varbayes.vi.infer import GUIDES, PSISWarning, find_map, fit, laplace
+from varbayes.vi.infer import GUIDES, ModelError, PSISWarning, find_map, fit, laplace
 from varbayes.vi.model import Model, Site
 from varbayes.vi.models import LinearRegression, LogisticRegression, LogJoint
 from varbayes.vi.posterior import Posterior, Summary
 from varbayes.vi.psis import psis
+from varbayes.vi.spec import ModelGuide, guide
 from varbayes.vi.supports import bijection, ordered_vector, positive_ordered_vector
 from varbayes.vi.svi import SVIResult, SVIState
 
 __all__ = [
     "GUIDES",
     "Model",
+    "ModelError",
+    "ModelGuide",
     "PSISWarning",
     "Posterior",
     "Site",
     "Summary",
     "bijection",
     "find_map",
+    "guide",
     "laplace",
     "ordered_vector",
     "positive_ordered_vector",

@@ -37,7 +37,9 @@ Families λ over w (D the length of z):
 
 from __future__ import annotations
 
+import contextlib
 import math
+import traceback
 import warnings
 
 import torch
@@ -49,10 +51,12 @@ from varbayes.vi.guides import Guide
 from varbayes.vi.model import Model, no_validation
 from varbayes.vi.posterior import Posterior, draw_with_log_q, point_mass
 from varbayes.vi.psis import KHAT_THRESHOLD, psis
+from varbayes.vi.spec import FAMILIES, ModelGuide, from_posterior
+from varbayes.vi.spec import guide as guide_for
 
-__all__ = ["GUIDES", "PSISWarning", "fit", "fit_model", "find_map", "laplace"]
+__all__ = ["GUIDES", "ModelError", "PSISWarning", "fit", "fit_model", "find_map", "laplace"]
 
-GUIDES = ("fullrank", "meanfield", "block", "lowrank", "laplace", "map")
+GUIDES = FAMILIES
 _LOG_2PI = math.log(2 * math.pi)
 
 
@@ -60,9 +64,36 @@ class PSISWarning(UserWarning):
     """k̂ > 0.7: q is too far from the posterior for its draws (or importance weights)."""
 
 
+class ModelError(RuntimeError):
+    """The user's model function raised during a phase of :func:`fit`; the original
+    exception is chained (``__cause__``)."""
+
+
+@contextlib.contextmanager
+def _phase(model, phase: str):
+    """Re-raise an exception that came out of ``model``'s function as a :class:`ModelError`
+    naming the function and the phase, chained to it; other exceptions pass unchanged."""
+    try:
+        yield
+    except NonFiniteObjectiveError:
+        raise
+    except Exception as err:
+        if not _raised_in(model.fn, err):
+            raise
+        raise ModelError(
+            f"the model function {model.name!r} raised {type(err).__name__} during {phase}: {err}"
+        ) from err
+
+
+def _raised_in(fn, err: BaseException) -> bool:
+    """Whether ``fn``'s code is on the traceback of ``err`` (the error came from inside it)."""
+    code = getattr(fn, "__code__", None) or getattr(type(fn).__call__, "__code__", None)
+    return any(frame.f_code is code for frame, _ in traceback.walk_tb(err.__traceback__))
+
+
 def fit_model(
     model: Model,
-    guide: str = "fullrank",
+    guide: str | ModelGuide | Posterior = "fullrank",
     *,
     rank: int | None = None,
     num_draws: int | None = None,
@@ -76,8 +107,12 @@ def fit_model(
     Parameters
     ----------
     model : Model
-    guide : one of :data:`GUIDES` (default ``"fullrank"``).
-    rank : r of the ``"lowrank"`` family (default ⌈√D⌉).
+    guide : one of :data:`GUIDES` (default ``"fullrank"``); or a guide built for the model
+        (:func:`varbayes.vi.guide`); or a fitted :class:`Posterior` of a model with the
+        same latent sites, to warm start (its family; the MAP search starts from its
+        mean). A guide or posterior of a model with other sites is a ValueError naming
+        them.
+    rank : r of the ``"lowrank"`` family (default ⌈√D⌉, or the guide's rank).
     num_draws : M, the fixed draws of the deterministic ELBO (default max(64, 2D), at
         most 1024).
     max_iter : L-BFGS iterations at most (each its own line search).
@@ -90,11 +125,15 @@ def fit_model(
     NonFiniteObjectiveError
         The objective or the parameters became non-finite (with the iteration); nothing
         is returned.
+    ModelError
+        The model function raised (outside a line search's trial points, where a failure
+        just rejects the point): the message names the function and the phase (MAP,
+        Laplace, ADVI, check); the original error is its ``__cause__``.
     """
     if not isinstance(model, Model):
         raise TypeError(f"model must be a varbayes.vi.Model; got {type(model).__name__}")
-    if guide not in GUIDES:
-        raise ValueError(f"guide must be one of {GUIDES}; got {guide!r}")
+    spec = _as_guide(model, guide, rank)
+    guide, rank = spec.family, spec.rank
     max_iter = check_int(max_iter, "max_iter", minimum=1)
     num_check = check_int(num_check, "num_check", minimum=2)
     seed = check_int(seed, "seed")
@@ -106,7 +145,8 @@ def fit_model(
     num_draws = check_int(num_draws, "num_draws", minimum=2)
     gen = torch.Generator().manual_seed(seed)
     with no_validation():
-        z_map, map_trace, map_ok = find_map(model, max_iter=max_iter)
+        with _phase(model, "the MAP search (L-BFGS on log p(x, z))"):
+            z_map, map_trace, map_ok = find_map(model, max_iter=max_iter, z0=spec.init)
         if guide == "map":
             value = float(model.log_density(z_map))
             return Posterior(
@@ -114,7 +154,8 @@ def fit_model(
                 len(map_trace), map_ok, "MAP " + ("converged" if map_ok else "not converged"),
                 seed, {"log_density": value},
             )  # fmt: skip
-        neg_h = -laplace(model, z_map)
+        with _phase(model, "the Laplace approximation (the Hessian at the MAP)"):
+            neg_h = -laplace(model, z_map)
         family = _family(guide, model, z_map, neg_h, rank)
         if guide == "laplace":
             q, trace, steps, converged = family.to_q(None), map_trace, 0, map_ok
@@ -122,12 +163,16 @@ def fit_model(
         else:
             eps = _fixed_draws(num_draws, family.noise_dim, d, gen, z_map)
             objective = _deterministic_elbo(model, family, eps)
-            lam, trace, converged, message = _maximise(objective, family.init(gen), max_iter, gtol)
+            with _phase(model, "ADVI (L-BFGS on the deterministic ELBO)"):
+                lam, trace, converged, message = _maximise(
+                    objective, family.init(gen), max_iter, gtol
+                )
             q, steps = family.to_q(lam), len(trace)
-        elbo, se, khat = _check(model, q, num_check, gen)
+        with _phase(model, "the check (fresh draws for the ELBO and k̂)"):
+            elbo, se, khat = _check(model, q, num_check, gen)
     post = Posterior(
         model, q, guide, elbo, se, khat, trace, steps, converged, message, seed,
-        {"map": z_map.detach(), "num_draws": num_draws},
+        {"map": z_map.detach(), "num_draws": num_draws, "rank": family.rank or None},
     )  # fmt: skip
     if not converged:
         warnings.warn(
@@ -153,7 +198,10 @@ def find_map(model: Model, *, max_iter: int = 2000, z0: torch.Tensor | None = No
 
     Returns ``(ẑ (D,), trace of log p per iteration, converged)``; converged: the
     relative change of log p fell below 1e-12 or max |∇| below 1e-8·max(1, |log p|)."""
-    z = (torch.zeros(model.dim, dtype=model.dtype) if z0 is None else z0.clone()).detach()
+    if z0 is None:
+        z = torch.zeros(model.dim, dtype=model.dtype)
+    else:
+        z = z0.detach().to(dtype=model.dtype).clone()
     z.requires_grad_(True)
 
     def objective(v):
@@ -263,6 +311,28 @@ class _Gaussian:
         return Independent(Normal(loc, sd, validate_args=False), 1, validate_args=False)
 
 
+def _as_guide(model, guide, rank) -> ModelGuide:
+    """The :class:`ModelGuide` of ``guide`` (a family name, a guide or a Posterior), checked
+    against ``model``'s sites."""
+    if isinstance(guide, str):
+        if guide not in GUIDES:
+            raise ValueError(f"guide must be one of {GUIDES}; got {guide!r}")
+        return guide_for(model, guide, rank=rank if guide == "lowrank" else None)
+    if isinstance(guide, Posterior):
+        guide = from_posterior(guide)
+    if not isinstance(guide, ModelGuide):
+        raise TypeError(
+            f"guide must be one of {GUIDES}, a vi.guide(model, ...) or a fitted Posterior; "
+            f"got {type(guide).__name__}"
+        )
+    guide.check(model)
+    if rank is not None and guide.rank is not None and rank != guide.rank:
+        raise ValueError(f"rank={rank} differs from the guide's rank {guide.rank}")
+    if rank is not None and guide.rank is None:
+        guide = ModelGuide(guide.family, guide.sites, guide.model_name, rank, guide.init)
+    return guide
+
+
 def _family(guide, model, z_map, neg_h, rank):
     r = 0
     if guide == "lowrank":
@@ -316,7 +386,8 @@ def _maximise(objective, x0, max_iter, gtol, history=30):
     """Maximise a smooth deterministic ``objective`` by L-BFGS (Nocedal and Wright 2006,
     Alg. 7.4: two-loop recursion, initial scaling sᵀy/yᵀy) with a backtracking Armijo line
     search (c₁ = 1e-4, halving; a trial point where the objective is not finite or the
-    model fails, e.g. a Cholesky factorization, is rejected like a worse one).
+    model fails with a RuntimeError or ValueError, e.g. a Cholesky factorization, is
+    rejected like a worse one; at the start point such a failure is raised).
 
     Stops, converged, when max |∇f| ≤ ``gtol`` (``None``: ≤ 1e-8·max(1, |f|)); when the
     line search finds no ascent even along the gradient it stops, converged only if
@@ -326,11 +397,13 @@ def _maximise(objective, x0, max_iter, gtol, history=30):
     only if max |∇f| ≤ 100·gtol. Returns ``(x, trace of f per iteration, converged, message)``;
     a non-finite f at the start raises :class:`NonFiniteObjectiveError`."""
 
-    def value_and_grad(v):
+    def value_and_grad(v, trial=True):
         v = v.detach().requires_grad_(True)
         try:
             f = objective(v)
         except (RuntimeError, ValueError):  # e.g. torch.linalg.LinAlgError at a trial point
+            if not trial:  # at the start point the failure is the model's: raise it
+                raise
             return -math.inf, None
         if not bool(torch.isfinite(f)):
             return -math.inf, None
@@ -340,7 +413,7 @@ def _maximise(objective, x0, max_iter, gtol, history=30):
         return float(f.detach()), g
 
     x = x0.detach().clone()
-    f, g = value_and_grad(x)
+    f, g = value_and_grad(x, trial=False)
     if g is None:
         raise NonFiniteObjectiveError("the objective is not finite at the start point", 0)
     pairs: list[tuple[torch.Tensor, torch.Tensor, float]] = []
