@@ -57,6 +57,7 @@ def main():
         "--prior", choices=("standard", "vampprior"), default="standard", help="p(z) (1 layer)"
     )
     ap.add_argument("--pseudo-inputs", type=int, default=500, help="K of the VampPrior")
+    ap.add_argument("--activation", default="tanh", help="hidden activation (Burda et al.: tanh)")
     ap.add_argument("--warmup-epochs", type=float, default=0.0, help="KL warm-up (ELBO)")
     ap.add_argument("--k-eval", type=int, default=5000)
     ap.add_argument("--test-size", type=int, default=None, help="first N test images")
@@ -77,7 +78,7 @@ def main():
         prior=args.prior,
         num_pseudo_inputs=args.pseudo_inputs,
         warmup_epochs=args.warmup_epochs,
-        activation="tanh",
+        activation=args.activation,
         objective=args.objective,
         num_samples=args.k_train if args.objective == "iwae" else 1,
         epochs=args.epochs,
@@ -106,6 +107,7 @@ def main():
         objective=args.objective,
         stochastic_layers=args.stochastic_layers,
         prior=args.prior,
+        activation=args.activation,
         batch_size=args.batch_size,
         lr_schedule=args.lr_schedule,
         epochs=result.epochs_done,
