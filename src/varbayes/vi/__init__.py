@@ -46,6 +46,7 @@ be tensors depending on other latents), plus :data:`ordered_vector`,
   :class:`LowRankNormal` modules, on any support ``biject_to`` knows;
 * :mod:`~varbayes.vi.svi`       — stochastic VI of a guide module with exact resume
   (``fit(log_joint, guide_module, ...)``);
+* :mod:`~varbayes.vi.fastpath`  — its hand-derived mean-field gradient and the model protocol;
 * :mod:`~varbayes.vi.cavi`      — closed-form coordinate ascent (Normal, linear regression,
   Gaussian targets);
 * :mod:`~varbayes.vi.models`    — the shipped models, Models over one latent ``theta``

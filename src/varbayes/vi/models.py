@@ -142,16 +142,17 @@ class LogJoint(Model):
     def value_and_grad(self, theta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
         """(log p(x, θ), ∇_θ log p(x, θ)) of shapes ``(S,)`` and ``(S, D)``, or ``None``
         when the model has no hand-derived gradient (autograd is then used)."""
-        if type(self)._value_and_grad_impl is LogJoint._value_and_grad_impl:
+        if type(self).value_and_grad_at is LogJoint.value_and_grad_at:
             return None
-        return self._value_and_grad_impl(theta, self.scale, *self.grad_inputs())
+        return self.value_and_grad_at(theta, self.scale, *self.grad_inputs())
 
     def grad_inputs(self) -> tuple[torch.Tensor, ...]:
-        """The tensors :meth:`_value_and_grad_impl` reads (the data and cached statistics)."""
+        """The tensors :meth:`value_and_grad_at` reads (the data and cached statistics)."""
         return tuple(self.data.values())
 
-    def _value_and_grad_impl(self, theta, scale, *inputs):
-        """log p(x, θ) and ∇_θ from explicit tensors (a pure function, so it can be compiled).
+    def value_and_grad_at(self, theta, scale, *inputs):
+        """log p(x, θ) and ∇_θ from explicit tensors (a pure function, so it can be compiled;
+        the protocol of :mod:`varbayes.vi.fastpath`).
 
         ``scale`` multiplies the likelihood; ``inputs`` come from :meth:`grad_inputs`.
         Subclasses with a hand-derived gradient override it."""
@@ -215,7 +216,7 @@ class LinearRegression(LogJoint):
         """y ~ N(Xθ, σ²): ``m.observe("y", Normal(θ Xᵀ, σ), y)``."""
         m.observe("y", Normal(theta @ data["X"].T, self.noise_scale), data["y"])
 
-    def _value_and_grad_impl(self, theta, scale, X, y):
+    def value_and_grad_at(self, theta, scale, X, y):
         """log p(y, θ | X) and ∇_θ, ``(S,)`` and ``(S, D)``; gradient Xᵀ(y - Xθ)/σ² - θ/s²."""
         r = y - theta @ X.T
         s2 = self.noise_scale**2
@@ -283,7 +284,7 @@ class LogisticRegression(LogJoint):
         value = lin.sub_(torch.nn.functional.softplus(logits).sum()).mul_(scale)
         return value.sub_(self._prior_const), g
 
-    def _value_and_grad_impl(self, theta, scale, XT, Xty):
+    def value_and_grad_at(self, theta, scale, XT, Xty):
         """log p(y, θ | X) and ∇_θ = Xᵀ(y - sigmoid(Xθ)) - θ/s²; ``(S,)`` and ``(S, D)``.
 
         Σ_n y_n x_nᵀθ = θᵀ(Xᵀy) uses the cached Xᵀy, so one step reads X twice (Xθ and

@@ -14,13 +14,9 @@ one :class:`SVIState`, so ``fit(..., state=result.state)`` resumes a run exactly
 
 Per-step overhead is kept low: the ELBO values stay on the device and are copied to
 the host every ``sync_every`` steps, and when the guide is a :class:`MeanFieldNormal`
-and the model supplies ``value_and_grad`` (its hand-derived ∇_θ log p(x, θ)), the
-gradient with respect to λ = (μ, ρ) is formed directly,
-
-    ∇_μ ELBO = mean_s g_s,      ∇_ρ ELBO = mean_s (g_s ⊙ σ ⊙ ε_s) + 1,   g_s = ∇_θ log p(x, θ_s),
-
-without building an autograd graph (the same estimator as the autograd path, to
-rounding).
+and the model implements the protocol of :mod:`varbayes.vi.fastpath` (a hand-derived
+∇_θ log p(x, θ)), the gradient with respect to λ is formed there, without building an
+autograd graph (the same estimator as the autograd path, to rounding).
 """
 
 from __future__ import annotations
@@ -41,13 +37,11 @@ from varbayes.monitor import (
     MonitorState,
     NonFiniteObjectiveError,
 )
+from varbayes.vi import fastpath
 from varbayes.vi.elbo import ESTIMATORS, elbo
-from varbayes.vi.guides import MeanFieldNormal
 from varbayes.vi.model import no_validation
 
 __all__ = ["SVIState", "SVIResult", "fit"]
-
-_LOG_2PI = math.log(2 * math.pi)
 
 
 @dataclass
@@ -244,15 +238,15 @@ def fit(
         best_elbo = state.best_elbo
     start = len(monitor.state.history)
 
-    use_fast = _fast_available(model, guide, estimator) if fast is None else fast
-    if use_fast and not _fast_available(model, guide, estimator):
+    use_fast = fastpath.available(model, guide, estimator) if fast is None else fast
+    if use_fast and not fastpath.available(model, guide, estimator):
         raise ValueError(
             "fast=True needs a MeanFieldNormal guide on the real line, the pathwise "
             "estimator and a model with value_and_grad"
         )
-    grad_fn = (
-        torch.compile(_meanfield_grad, dynamic=False) if use_fast and compile else (_meanfield_grad)
-    )
+    grad_fn = fastpath.meanfield_grad
+    if use_fast and compile:
+        grad_fn = torch.compile(grad_fn, dynamic=False)
     full_inputs = model.grad_inputs() if use_fast else None
 
     def next_batch():
@@ -279,9 +273,7 @@ def fit(
                 device=device,
             )
             inputs = full_inputs if m is model else m.grad_inputs()
-            value, grad = grad_fn(
-                m._value_and_grad_impl, flat.detach(), noise, stl, m.scale, *inputs
-            )
+            value, grad = grad_fn(m.value_and_grad_at, flat.detach(), noise, stl, m.scale, *inputs)
             flat.grad = grad
         else:
             e = elbo(
@@ -458,41 +450,3 @@ def _make_optimizer(optimizer, params, lr) -> torch.optim.Optimizer:
     raise TypeError(
         f"optimizer must be a torch.optim.Optimizer or a callable; got {type(optimizer).__name__}"
     )
-
-
-def _fast_available(model, guide, estimator) -> bool:
-    if type(guide) is not MeanFieldNormal or guide.transform is not None:
-        return False
-    if estimator not in (None, "pathwise"):
-        return False
-    if not hasattr(model, "value_and_grad"):
-        return False
-    probe = guide.loc.detach()[None]
-    return hasattr(model, "grad_inputs") and model.value_and_grad(probe) is not None
-
-
-def _meanfield_grad(value_and_grad, flat, noise, stl, scale, *inputs):
-    """ELBO estimate and the gradient of the LOSS (-ELBO) w.r.t. flat = [μ, ρ].
-
-    θ_s = μ + σ ⊙ ε_s, σ = exp(ρ); -log q(θ_s) = Σρ + ½|ε_s|² + (D/2) log 2π, so
-    ∇_μ ELBO = mean g, ∇_ρ ELBO = mean(g ⊙ σ ⊙ ε) + 1, g = ∇_θ log p(x, θ_s)
-    (with STL, -log q is differentiated with λ fixed: g + ε/σ in place of g and no +1).
-    ``noise`` is ε, shape (S, D); ``value_and_grad(theta, scale, *inputs)`` the model's.
-    """
-    d = flat.shape[0] // 2
-    loc, log_scale = flat[:d], flat[d:]
-    sigma = log_scale.exp()
-    theta = torch.addcmul(loc, sigma, noise)
-    log_p, g = value_and_grad(theta, scale, *inputs)
-    if stl:
-        g = g + noise / sigma
-    if noise.shape[0] == 1:  # one particle: no means over particles (fewer kernels)
-        noise0, g0 = noise[0], g[0]
-        value = log_p[0].add(log_scale.sum()).add_(torch.dot(noise0, noise0), alpha=0.5)
-        g_rho = (g0 * noise0).mul_(sigma)
-        g_rho = g_rho if stl else g_rho.add_(1.0)
-        return value.add_(0.5 * d * _LOG_2PI), -torch.cat([g0, g_rho])
-    neg_log_q = log_scale.sum() + 0.5 * (noise * noise).sum(-1) + 0.5 * d * _LOG_2PI
-    value = (log_p + neg_log_q).mean()
-    g_rho = (g * noise).mean(0) * sigma
-    return value, -torch.cat([g.mean(0), g_rho if stl else g_rho + 1.0])
