@@ -182,6 +182,12 @@ def elbo(
     score_log_q = None
     kl = None
     if estimator == "analytic":
+        if not isinstance(getattr(log_joint, "prior", None), Distribution):
+            raise ValueError(
+                "estimator='analytic' needs a log joint with a prior Distribution p(θ) (a "
+                f"varbayes.vi.LogJoint); got {type(log_joint).__name__}, which has none. "
+                "Use estimator='pathwise'."
+            )
         log_p = _call(log_joint.log_likelihood, theta, num_particles, validate, "log_joint")
         log_q = torch.zeros_like(log_p)
         prior = log_joint.prior
