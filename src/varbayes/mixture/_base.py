@@ -215,6 +215,7 @@ class BaseMixture:
     _parameter_table: dict = COMMON_PARAMETERS
     _supported_covariance_types = cv.COVARIANCE_TYPES
     _registry: dict[str, type] = {}  # class name -> class, for load
+    _state_type: type[Gaussians] = Gaussians  # the record of the fitted state
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
