@@ -210,6 +210,13 @@ def run_numpyro(name, td, guide_kind, steps, lr, n_draws, seed):
     jax.block_until_ready(losses)
     t2 = time.perf_counter()
     params = svi.get_params(state)
+    if not all(np.isfinite(np.asarray(v)).all() for v in params.values()):
+        # NumPyro returns NaN parameters after a divergence, with no error: record it
+        nan = float("nan")
+        return Result(
+            name, f"NumPyro {guide_kind}", steps, steps / (t2 - t1), t2 - t0, t2 - t1, nan,
+            nan, nan, nan, nan, "DIVERGED: NaN parameters after the steps",
+        )  # fmt: skip
     key = jax.random.PRNGKey(seed + 1)
     elbo = -float(Trace_ELBO(num_particles=2000).loss(key, params, model, guide))
     sites = reference_sites(name)
