@@ -83,6 +83,7 @@ def test_training_leaves_the_global_rng_alone_and_is_seeded_by_config(tmp_path):
 def test_ctrl_c_mid_epoch_saves_and_resume_is_exact(tmp_path):
     """SIGINT mid-epoch saves a checkpoint and stops; resuming reproduces the full run."""
     cfg = CFG.replace(epochs=2, objective="iwae", num_samples=3)
+    before = signal.getsignal(signal.SIGINT)  # SIG_IGN when the tests run in the background
     full = train(cfg, tmp_path / "a", data=DATA, progress=False)
 
     def interrupt(trainer, epoch, batch):
@@ -93,7 +94,7 @@ def test_ctrl_c_mid_epoch_saves_and_resume_is_exact(tmp_path):
     assert r.interrupted and r.epochs_done == 1
     assert r.checkpoint.name == "epoch-0001-batch-000004"
     assert resolve_checkpoint(tmp_path / "b") == r.checkpoint
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    assert signal.getsignal(signal.SIGINT) is before  # the caller's handler is restored
     resumed = train(cfg, tmp_path / "b", data=DATA, progress=False, resume=True)
     assert not resumed.interrupted
     assert_same_weights(weights(full.model), weights(resumed.model))
@@ -119,6 +120,7 @@ def test_sigterm_or_a_forwarded_repeat_still_saves(tmp_path, signals):
 def test_a_second_ctrl_c_later_aborts_without_saving(tmp_path, monkeypatch):
     """Ctrl-C, then Ctrl-C again after the repeat window: KeyboardInterrupt, nothing saved."""
     monkeypatch.setattr(importlib.import_module("varbayes.vae.train"), "_REPEAT_S", 0.0)
+    before = signal.getsignal(signal.SIGINT)
 
     def interrupt(trainer, epoch, batch):
         if epoch == 0 and batch == 2:
@@ -129,7 +131,7 @@ def test_a_second_ctrl_c_later_aborts_without_saving(tmp_path, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         train(CFG, tmp_path / "b", data=DATA, progress=False, callback=interrupt)
     assert not (tmp_path / "b" / "checkpoints").exists()
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    assert signal.getsignal(signal.SIGINT) is before
 
 
 def test_non_finite_loss_stops_naming_epoch_and_batch_and_keeps_last_checkpoint(tmp_path):
