@@ -38,6 +38,7 @@ Families λ over w (D the length of z):
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 import traceback
 import warnings
@@ -329,7 +330,7 @@ def _as_guide(model, guide, rank) -> ModelGuide:
     if rank is not None and guide.rank is not None and rank != guide.rank:
         raise ValueError(f"rank={rank} differs from the guide's rank {guide.rank}")
     if rank is not None and guide.rank is None:
-        guide = ModelGuide(guide.family, guide.sites, guide.model_name, rank, guide.init)
+        guide = dataclasses.replace(guide, rank=rank)
     return guide
 
 
