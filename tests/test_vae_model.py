@@ -465,6 +465,12 @@ def test_prior_and_layer_configuration_errors_name_the_field():
     assert VAEConfig(stochastic_layers=2).kl == "mc"
     assert VAEConfig().kl == "analytic"
     assert VAEConfig.from_json(VAEConfig(prior="vampprior").to_json()).kl == "mc"
+    # replace re-resolves a default kl, and keeps an explicit one (and checks it)
+    assert VAEConfig().replace(prior="vampprior").kl == "mc"
+    assert VAEConfig(prior="vampprior").replace(prior="standard").kl == "analytic"
+    assert VAEConfig(kl="mc").replace(stochastic_layers=1).kl == "mc"
+    with pytest.raises(ValueError, match="kl='analytic' needs the standard normal prior"):
+        VAEConfig(kl="analytic").replace(prior="vampprior")
     with pytest.raises(ValueError, match="stochastic_layers=2 .* needs prior='standard'"):
         VAEConfig(stochastic_layers=2, prior="vampprior", kl="mc")
     with pytest.raises(ValueError, match=r"stochastic_layers must be one of \[1, 2\]; got 3"):

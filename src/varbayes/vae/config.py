@@ -132,6 +132,8 @@ class VAEConfig:
     lr: float = 1e-3
     lr_schedule: str = "constant"
     seed: int = 0
+    #: whether ``kl`` was left to its default (``replace`` then re-resolves it)
+    _kl_default: bool = dataclasses.field(default=False, init=False, repr=False, compare=False)
 
     def __post_init__(self):
         self.hidden = tuple(self.hidden) if isinstance(self.hidden, (list, tuple)) else self.hidden
@@ -141,6 +143,7 @@ class VAEConfig:
             self.conv_channels = tuple(self.conv_channels)
         if isinstance(self.image_shape, list):
             self.image_shape = tuple(self.image_shape)
+        self._kl_default = self.kl is None
         if self.kl is None:  # the closed form where it exists
             self.kl = "analytic" if self.analytic_kl else "mc"
         self.validate()
@@ -272,7 +275,11 @@ class VAEConfig:
         return cls(dataset=dataset, **{**DATASET_DEFAULTS.get(dataset, {}), **fields})
 
     def replace(self, **changes) -> VAEConfig:
-        """A copy with ``changes`` applied (and checked)."""
+        """A copy with ``changes`` applied (and checked). A ``kl`` left to its default is
+        resolved again for the copy (``VAEConfig().replace(prior="vampprior").kl`` is
+        ``"mc"``); one given explicitly is kept."""
+        if "kl" not in changes and self._kl_default:
+            changes["kl"] = None
         return dataclasses.replace(self, **changes)
 
     # --------------------------------------------------------------- JSON
