@@ -1,4 +1,4 @@
-"""The fitted posterior: a Gaussian q(z) on the unconstrained space and what it answers.
+"""The fitted posterior: q(z) (a Gaussian or a flow) on the unconstrained z, and what it answers.
 
 ``Posterior.sample(n)`` draws z ~ q, maps them through the model's bijections and
 returns named draws θ in the constrained space (latents and derived values). When the
@@ -18,6 +18,7 @@ import torch
 from torch.distributions import Distribution, Independent, LowRankMultivariateNormal
 
 from varbayes._validation import check_int
+from varbayes.vi.flow import Flow
 from varbayes.vi.psis import KHAT_THRESHOLD, psis
 
 __all__ = ["Posterior", "Summary", "draw_with_log_q", "point_mass"]
@@ -26,10 +27,13 @@ _LOG_2PI = math.log(2 * math.pi)
 
 
 def draw_with_log_q(q, n: int, generator: torch.Generator | None = None):
-    """n draws z ~ q and log q(z), shapes ``(n, D)`` and ``(n,)``, for the Gaussians a fit
-    returns (``MultivariateNormal``, ``Independent(Normal)``, ``LowRankMultivariateNormal``;
-    ``None`` scale for a point mass: log q = 0). Full rank: z = μ + Lε and log q =
+    """n draws z ~ q and log q(z), shapes ``(n, D)`` and ``(n,)``, for the families a fit
+    returns (``MultivariateNormal``, ``Independent(Normal)``, ``LowRankMultivariateNormal``,
+    the :class:`~varbayes.vi.flow.Flow`; a point mass: log q = 0). Full rank: z = μ + Lε and log q =
     -Σ log L_dd - |ε|²/2 - (D/2) log 2π, from ε (no triangular solve)."""
+    if isinstance(q, Flow):
+        with torch.no_grad():
+            return q.draw(n, generator)
     loc = q.mean
     d = loc.shape[-1]
     if isinstance(q, _PointMass):
@@ -113,9 +117,10 @@ class Posterior:
     Attributes
     ----------
     model : the model fitted.
-    q : the Gaussian q(z) over the unconstrained z (a torch Distribution, event ``(D,)``).
+    q : q(z) over the unconstrained z (a torch Distribution, event ``(D,)``: a Gaussian,
+        or the :class:`~varbayes.vi.flow.Flow` of the ``"flow"`` family).
     guide : the family's name (``"fullrank"``, ``"meanfield"``, ``"lowrank"``, ``"block"``,
-        ``"map"``, ``"laplace"``).
+        ``"flow"``, ``"map"``, ``"laplace"``).
     elbo : a fresh Monte Carlo estimate of ELBO(q) with its standard error ``elbo_se``.
     khat : the PSIS k̂ of q (∞ for a point mass).
     trace : the objective after each optimizer iteration; ``steps`` their number.

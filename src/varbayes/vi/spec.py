@@ -23,7 +23,7 @@ from varbayes._validation import check_int
 
 __all__ = ["ModelGuide", "guide", "sites_of"]
 
-FAMILIES = ("fullrank", "meanfield", "block", "lowrank", "laplace", "map")
+FAMILIES = ("fullrank", "meanfield", "block", "lowrank", "laplace", "map", "flow")
 
 
 @dataclass(frozen=True)
