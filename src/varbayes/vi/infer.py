@@ -37,6 +37,9 @@ Families λ over w (D the length of z):
                 stochastic gradient ascent (:mod:`varbayes.vi.flow`): for a posterior
                 that is not close to Gaussian (the full-rank k̂ > 0.7), at the cost of
                 ``num_steps`` stochastic steps (tens of seconds).
+``"auto"``      (the default) ``"fullrank"``, continued as ``"flow"`` when the full-rank
+                k̂ > 0.7, i.e. exactly when the Gaussian answer could not be trusted. The
+                Posterior's ``guide`` says which it returned.
 """
 
 from __future__ import annotations
@@ -99,7 +102,7 @@ def _raised_in(fn, err: BaseException) -> bool:
 
 def fit_model(
     model: Model,
-    guide: str | ModelGuide | Posterior = "fullrank",
+    guide: str | ModelGuide | Posterior = "auto",
     *,
     rank: int | None = None,
     num_draws: int | None = None,
@@ -114,7 +117,7 @@ def fit_model(
     Parameters
     ----------
     model : Model
-    guide : one of :data:`GUIDES` (default ``"fullrank"``); or a guide built for the model
+    guide : one of :data:`GUIDES` (default ``"auto"``); or a guide built for the model
         (:func:`varbayes.vi.guide`); or a fitted :class:`Posterior` of a model with the
         same latent sites, to warm start (its family; the MAP search starts from its
         mean). A guide or posterior of a model with other sites is a ValueError naming
@@ -178,18 +181,26 @@ def fit_model(
                 )
             q, steps = family.to_q(lam), len(trace)
         info = {"map": z_map.detach(), "num_draws": num_draws, "rank": family.rank or None}
-        if guide == "flow":
-            with _phase(model, "the check of the full-rank fit the flow starts from"):
-                info["fullrank_elbo"], _, info["fullrank_khat"] = _check(model, q, num_check, gen)
+        checked = None
+        if guide in ("auto", "flow"):
+            with _phase(model, "the check of the full-rank fit"):
+                checked = _check(model, q, num_check, gen)
+        if guide == "flow" or (guide == "auto" and checked[2] > KHAT_THRESHOLD):
+            info["fullrank_elbo"], _, info["fullrank_khat"] = checked
             with _phase(model, "the flow (stochastic gradient ascent on the ELBO)"):
                 q, flow_trace, flow_ok, flow_message = fit_flow(
                     model, q.mean, q.scale_tril, gen, num_steps=num_steps
                 )
             trace, steps = trace + flow_trace, steps + len(flow_trace)
             converged = converged and flow_ok
-            message = f"full rank {message}; flow {flow_message}"
-        with _phase(model, "the check (fresh draws for the ELBO and k̂)"):
-            elbo, se, khat = _check(model, q, num_check, gen)
+            why = f" (full-rank k̂ {checked[2]:.2f} > {KHAT_THRESHOLD})" if guide == "auto" else ""
+            message = f"full rank {message}; flow{why} {flow_message}"
+            guide, checked = "flow", None
+        guide = "fullrank" if guide == "auto" else guide
+        if checked is None:
+            with _phase(model, "the check (fresh draws for the ELBO and k̂)"):
+                checked = _check(model, q, num_check, gen)
+        elbo, se, khat = checked
     post = Posterior(
         model, q, guide, elbo, se, khat, trace, steps, converged, message, seed, info
     )  # fmt: skip
@@ -361,7 +372,8 @@ def _family(guide, model, z_map, neg_h, rank):
         d = model.dim
         r = check_int(rank, "rank", minimum=1) if rank is not None else math.ceil(d**0.5)
     blocks = [(s.start, s.stop) for s in model.latents]
-    return _Gaussian("fullrank" if guide == "flow" else guide, z_map, neg_h, blocks, r)
+    kind = "fullrank" if guide in ("auto", "flow") else guide
+    return _Gaussian(kind, z_map, neg_h, blocks, r)
 
 
 def _chol_of_inverse(a):
@@ -533,7 +545,7 @@ def _check(model, q, n, gen):
 def fit(model, guide=None, **options):
     """Variational inference. Two forms:
 
-    * ``fit(model, guide="fullrank", **options) -> Posterior`` for a :class:`Model`
+    * ``fit(model, guide="auto", **options) -> Posterior`` for a :class:`Model`
       (the recipe above; ``guide`` one of :data:`GUIDES`; options as :func:`fit_model`).
       The shipped :class:`~varbayes.vi.LinearRegression`, :class:`~varbayes.vi.
       LogisticRegression` and :class:`~varbayes.vi.LogJoint` are Models too;
@@ -541,7 +553,7 @@ def fit(model, guide=None, **options):
       module (a :class:`varbayes.vi.Guide`) on a log joint (:func:`varbayes.vi.svi.fit`).
     """
     if isinstance(model, Model) and not isinstance(guide, Guide):
-        return fit_model(model, "fullrank" if guide is None else guide, **options)
+        return fit_model(model, "auto" if guide is None else guide, **options)
     from varbayes.vi.svi import fit as svi_fit
 
     return svi_fit(model, guide, **options)

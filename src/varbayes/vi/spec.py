@@ -23,7 +23,7 @@ from varbayes._validation import check_int
 
 __all__ = ["ModelGuide", "guide", "sites_of"]
 
-FAMILIES = ("fullrank", "meanfield", "block", "lowrank", "laplace", "map", "flow")
+FAMILIES = ("auto", "fullrank", "meanfield", "block", "lowrank", "laplace", "map", "flow")
 
 
 @dataclass(frozen=True)
@@ -51,7 +51,7 @@ class ModelGuide:
             )
 
 
-def guide(model, family: str = "fullrank", *, rank: int | None = None) -> ModelGuide:
+def guide(model, family: str = "auto", *, rank: int | None = None) -> ModelGuide:
     """The ``family`` of :func:`varbayes.vi.fit` (one of :data:`FAMILIES`) for ``model``'s
     latent sites; pass it to ``vi.fit(model, guide)``."""
     from varbayes.vi.model import Model
