@@ -14,7 +14,10 @@ Each posterior (``../shared/posteriordb``, see ``examples/posteriordb/``) is fit
   AutoNormal builds its prototype trace by sampling the model, and ``ImproperUniform``
   (a flat prior) cannot be sampled;
 * varbayes ``vi.fit(model)`` with its defaults (its own stopping rule, so its step count
-  is its own), mean-field and full-rank, on the translations in ``examples/posteriordb/``.
+  is its own), mean-field, full-rank and ``"auto"`` (the default: full rank, continued as
+  a normalizing flow when the full-rank k̂ > 0.7), on the translations in
+  ``examples/posteriordb/``. ``--numpyro-guides`` adds NumPyro's own flow guides
+  (``AutoIAFNormal``, ``AutoBNAFNormal``) with their defaults beside it.
 
 Every tool runs in its default float dtype (float32). Reported per fit: steps, steps/s, wall
 time of the fit (compile included) and without compile, the final ELBO (a 2,000-particle
@@ -31,6 +34,7 @@ which keeps the density of beta1 flat, as Stan's program has it.
 
 Run: python benchmarks/posteriordb.py [--posteriors kidiq,garch] [--steps 10000]
      [--libs numpyro,pyro,varbayes] [--pyro-posteriors eight_schools,gp_pois_regr]
+     [--numpyro-guides AutoNormal,AutoMultivariateNormal,AutoIAFNormal]
 """
 
 from __future__ import annotations
@@ -310,8 +314,9 @@ def run_varbayes(name, data, guide, n_draws, seed):
     t1 = time.perf_counter()
     err, lo, hi = accuracy(name, post.sample(n_draws))
     note = "converged" if post.converged else "NOT converged: " + post.message
+    tool = f"varbayes {guide}" + (f" ({post.guide})" if guide == "auto" else "")
     return Result(
-        name, f"varbayes {guide}", post.steps, post.steps / (t1 - t0), t1 - t0, t1 - t0,
+        name, tool, post.steps, post.steps / (t1 - t0), t1 - t0, t1 - t0,
         post.elbo, err, lo, hi, post.khat, note,
     )  # fmt: skip
 
@@ -346,6 +351,11 @@ def main(argv=None) -> int:
         default="eight_schools,gp_pois_regr",
         help="Pyro's subset (comma-separated)",
     )
+    p.add_argument(
+        "--numpyro-guides",
+        default="AutoNormal,AutoMultivariateNormal",
+        help="NumPyro autoguides (comma-separated), e.g. add AutoIAFNormal",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", default=None, help="also write the results to this JSON file")
     args = p.parse_args(argv)
@@ -359,9 +369,9 @@ def main(argv=None) -> int:
         td = _data.transformed_data(name, data)
         runs = []
         if "varbayes" in libs:
-            runs += [("varbayes", guide) for guide in ("meanfield", "fullrank")]
+            runs += [("varbayes", guide) for guide in ("meanfield", "fullrank", "auto")]
         if "numpyro" in libs:
-            runs += [("numpyro", kind) for kind in ("AutoNormal", "AutoMultivariateNormal")]
+            runs += [("numpyro", kind) for kind in args.numpyro_guides.split(",") if kind]
         if "pyro" in libs and name in pyro_names:
             runs.append(("pyro", "AutoNormal"))
         for lib, kind in runs:

@@ -59,7 +59,8 @@ def _gpd_fit(x: np.ndarray) -> tuple[float, float]:
     b = b / (3.0 * x[int(n / 4 + 0.5) - 1]) + 1.0 / x[-1]
     k = np.log1p(-b[:, None] * x).mean(axis=1)
     profile = n * (np.log(-b / k) - k - 1.0)
-    weights = 1.0 / np.exp(profile - profile[:, None]).sum(axis=1)
+    with np.errstate(over="ignore"):  # an overflow is a weight of 1/∞ = 0, as it should be
+        weights = 1.0 / np.exp(profile - profile[:, None]).sum(axis=1)
     keep = weights >= 10 * np.finfo(float).eps
     weights, b = weights[keep], b[keep]
     weights = weights / weights.sum()
