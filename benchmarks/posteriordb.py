@@ -214,7 +214,7 @@ def run_numpyro(name, td, guide_kind, steps, lr, n_draws, seed):
     jax.block_until_ready(losses)
     t2 = time.perf_counter()
     params = svi.get_params(state)
-    if not all(np.isfinite(np.asarray(v)).all() for v in params.values()):
+    if not all(np.isfinite(np.asarray(v)).all() for v in jax.tree_util.tree_leaves(params)):
         # NumPyro returns NaN parameters after a divergence, with no error: record it
         nan = float("nan")
         return Result(
