@@ -117,7 +117,9 @@ def fit_model(
     Parameters
     ----------
     model : Model
-    guide : one of :data:`GUIDES` (default ``"auto"``); or a guide built for the model
+    guide : one of :data:`GUIDES` (default ``"auto"``: full rank, continued as ``"flow"``
+        when its k̂ > 0.7, which adds ``num_steps`` stochastic steps; ``"fullrank"`` never
+        does); or a guide built for the model
         (:func:`varbayes.vi.guide`); or a fitted :class:`Posterior` of a model with the
         same latent sites, to warm start (its family; the MAP search starts from its
         mean). A guide or posterior of a model with other sites is a ValueError naming
@@ -128,7 +130,8 @@ def fit_model(
     max_iter : L-BFGS iterations at most (each its own line search).
     gtol : convergence: max |∇_λ ELBO_M| ≤ gtol.
     num_check : fresh draws for the final ELBO and k̂.
-    num_steps : the ``"flow"`` family's stochastic steps (Adam, 64 fresh draws each).
+    num_steps : the ``"flow"`` family's stochastic steps (Adam, 64 fresh draws each; also
+        ``"auto"``'s when it goes on to the flow).
     seed : the draws (fixed ε, check, and :meth:`Posterior.sample`) come from it.
 
     Raises
