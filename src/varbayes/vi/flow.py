@@ -255,7 +255,7 @@ def fit_flow(
     layers = build_layers(d, blocks, num_layers, hidden, generator, loc.dtype).to(loc.device)
     q = Flow(loc, scale_tril, layers)
     params = list(layers.parameters())
-    opt = torch.optim.Adam(params, lr=lr, foreach=True)
+    opt = torch.optim.Adam(params, lr=lr, fused=loc.device.type in ("cpu", "cuda"))
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(opt, num_steps)
     trace, bad = [], 0
     for step in range(1, num_steps + 1):
