@@ -49,6 +49,7 @@ from torch import nn
 from torch.distributions import Distribution, constraints
 
 from varbayes.monitor import NonFiniteObjectiveError
+from varbayes.vi.svi import _make_optimizer
 
 __all__ = ["Flow", "fit_flow"]
 
@@ -67,7 +68,7 @@ class _Coupling(nn.Module):
         self.inner = nn.ModuleList(
             [_linear(d, hidden, generator, dtype), _linear(hidden, hidden, generator, dtype)]
         )
-        self.out = _linear(hidden, 2 * d, None, mask.dtype)  # zero: g = identity at the start
+        self.out = _linear(hidden, 2 * d, None, dtype)  # zero: g = identity at the start
 
     def _shift_scale(self, kept, detach=False):
         h = kept
@@ -76,9 +77,9 @@ class _Coupling(nn.Module):
         s, t = _apply(self.out, h, detach).chunk(2, dim=-1)
         return torch.tanh(s) * self.free, t * self.free
 
-    def forward(self, x):
+    def forward(self, x, log_det=True):
         s, t = self._shift_scale(x * self.mask)
-        return x * s.exp() + t, s.sum(-1)
+        return x * s.exp() + t, s.sum(-1) if log_det else None
 
     def inverse(self, y, detach=False):
         s, t = self._shift_scale(y * self.mask, detach)
@@ -99,9 +100,11 @@ class _SinhArcsinh(nn.Module):
         a, skew = (self.a.detach(), self.skew.detach()) if detach else (self.a, self.skew)
         return 2 * torch.tanh(a / 2), skew
 
-    def forward(self, x):
+    def forward(self, x, log_det=True):
         log_delta, skew = self._params(False)
         v = log_delta.exp() * torch.asinh(x) - skew
+        if not log_det:
+            return torch.sinh(v), None
         log_det = log_delta + _log_cosh(v) - 0.5 * torch.log1p(x * x)
         return torch.sinh(v), log_det.sum(-1)
 
@@ -183,21 +186,24 @@ class Flow(Distribution):
         self._mean = None
         super().__init__(event_shape=loc.shape, validate_args=False)
 
-    def draw(self, n: int, generator: torch.Generator | None = None):
-        """n draws z ``(n, D)`` and their log q(z) ``(n,)``, differentiable in λ."""
+    def draw(self, n: int, generator: torch.Generator | None = None, log_q: bool = True):
+        """n draws z ``(n, D)`` and their log q(z) ``(n,)`` (None without ``log_q``),
+        differentiable in λ."""
         d = self.loc.shape[0]
         eps = torch.randn((n, d), generator=generator, dtype=self.loc.dtype)
         eps = eps.to(self.loc.device)  # the generator is a CPU one (the fit's)
         x, log_det = eps, eps.new_zeros(n)
         for layer in self.layers:
-            x, s = layer(x)
-            log_det = log_det + s
+            x, s = layer(x, log_q)
+            log_det = log_det + s if log_q else None
         z = self.loc + x @ self.scale_tril.T
-        log_q = (
-            -0.5 * (eps * eps).sum(-1) - 0.5 * d * _LOG_2PI
-            - self.scale_tril.diagonal().log().sum() - log_det
-        )  # fmt: skip
-        return z, log_q
+        return z, self._log_q(eps, -log_det) if log_q else None
+
+    def _log_q(self, eps, log_det):
+        """log N(ε; 0, I) - log |det L| + log |det ∂ε/∂x|, ε the base draw of z."""
+        d = self.loc.shape[0]
+        log_n = -0.5 * (eps * eps).sum(-1) - 0.5 * d * _LOG_2PI
+        return log_n - self.scale_tril.diagonal().log().sum() + log_det
 
     def rsample(self, sample_shape=()):
         shape = torch.Size(sample_shape)
@@ -213,12 +219,7 @@ class Flow(Distribution):
         for layer in reversed(self.layers):
             y, s = layer.inverse(y, detach)
             log_det = log_det + s
-        d = self.loc.shape[0]
-        out = (
-            -0.5 * (y * y).sum(-1) - 0.5 * d * _LOG_2PI
-            - self.scale_tril.diagonal().log().sum() + log_det
-        )  # fmt: skip
-        return out.reshape(value.shape[:-1])
+        return self._log_q(y, log_det).reshape(value.shape[:-1])
 
     @property
     def mean(self):
@@ -255,11 +256,11 @@ def fit_flow(
     layers = build_layers(d, blocks, num_layers, hidden, generator, loc.dtype).to(loc.device)
     q = Flow(loc, scale_tril, layers)
     params = list(layers.parameters())
-    opt = torch.optim.Adam(params, lr=lr, fused=loc.device.type in ("cpu", "cuda"))
+    opt = _make_optimizer(None, params, lr)  # svi.fit's default: torch's fused Adam
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(opt, num_steps)
     trace, bad = [], 0
     for step in range(1, num_steps + 1):
-        z, _ = q.draw(particles, generator)
+        z, _ = q.draw(particles, generator, log_q=False)
         log_q = q.log_prob(z, detach=True)  # sticking the landing: no score term
         elbo = (model.log_density(z) - log_q).mean()
         if not bool(torch.isfinite(elbo)):

@@ -184,26 +184,23 @@ def fit_model(
                 )
             q, steps = family.to_q(lam), len(trace)
         info = {"map": z_map.detach(), "num_draws": num_draws, "rank": family.rank or None}
-        checked = None
-        if guide in ("auto", "flow"):
-            with _phase(model, "the check of the full-rank fit"):
-                checked = _check(model, q, num_check, gen)
-        if guide == "flow" or (guide == "auto" and checked[2] > KHAT_THRESHOLD):
-            info["fullrank_elbo"], _, info["fullrank_khat"] = checked
+        check = "the check (fresh draws for the ELBO and k̂)"
+        with _phase(model, check):
+            elbo, se, khat = _check(model, q, num_check, gen)
+        if guide == "flow" or (guide == "auto" and khat > KHAT_THRESHOLD):
+            info.update(fullrank_elbo=elbo, fullrank_khat=khat)
             with _phase(model, "the flow (stochastic gradient ascent on the ELBO)"):
                 q, flow_trace, flow_ok, flow_message = fit_flow(
                     model, q.mean, q.scale_tril, gen, num_steps=num_steps
                 )
             trace, steps = trace + flow_trace, steps + len(flow_trace)
             converged = converged and flow_ok
-            why = f" (full-rank k̂ {checked[2]:.2f} > {KHAT_THRESHOLD})" if guide == "auto" else ""
+            why = f" (full-rank k̂ {khat:.2f} > {KHAT_THRESHOLD})" if guide == "auto" else ""
             message = f"full rank {message}; flow{why} {flow_message}"
-            guide, checked = "flow", None
+            guide = "flow"
+            with _phase(model, check):
+                elbo, se, khat = _check(model, q, num_check, gen)
         guide = "fullrank" if guide == "auto" else guide
-        if checked is None:
-            with _phase(model, "the check (fresh draws for the ELBO and k̂)"):
-                checked = _check(model, q, num_check, gen)
-        elbo, se, khat = checked
     post = Posterior(
         model, q, guide, elbo, se, khat, trace, steps, converged, message, seed, info
     )  # fmt: skip
