@@ -200,7 +200,7 @@ def _like(X):
     return X.device if isinstance(X, torch.Tensor) else None
 
 
-_FEATURE_CACHE_BYTES = 64 * 2**20
+_FEATURE_CACHE_BYTES = 256 * 2**20
 
 
 # ----------------------------------------------------------------------------- the base
@@ -438,13 +438,14 @@ class BaseMixture:
     def _feature_cache(self, x: torch.Tensor):
         """A list to keep the chunks' features φ(x) across iterations, or None.
 
-        φ(x) does not change during a fit. It is kept when it costs at most 64 MiB;
+        φ(x) does not change during a fit. It is kept when it costs at most 256 MiB
+        (N = 1e5 rows of D = 16 take 122 MB in float64);
         otherwise it is recomputed per chunk and memory stays O(chunk x (K + D²)) besides
         the data.
         """
         n, d = x.shape
         t = cv.quad_width(self.covariance_type, d)
-        return [] if n * (d + t) * x.element_size() <= _FEATURE_CACHE_BYTES else None
+        return [] if n * (d + t + 1) * x.element_size() <= _FEATURE_CACHE_BYTES else None
 
     def _pass(self, x: torch.Tensor, st: Gaussians | None, resp=None, cache=None, shift=None):
         """One E-step over ``x`` under the state ``st`` (:func:`._estep.e_step`): the

@@ -58,8 +58,11 @@ def quad_width(cov_type: str, d: int) -> int:
     return d if cov_type == "diag" else 1
 
 
-def features(xc: torch.Tensor, cov_type: str, iu: torch.Tensor | None) -> torch.Tensor:
-    """φ(x)ᵀ = [x, q(x)]ᵀ for a chunk ``xc`` of shape (C, D); returns (D + T, C).
+def features(
+    xc: torch.Tensor, cov_type: str, iu: torch.Tensor | None, ones: bool = False
+) -> torch.Tensor:
+    """φ(x)ᵀ = [x, q(x)]ᵀ for a chunk ``xc`` of shape (C, D); returns (D + T, C), or
+    (D + T + 1, C) with a last row of ones when ``ones`` (φ(x) = [x, q(x), 1]).
 
     Features are rows (the chunk's samples run along the contiguous axis): each block
     of q is written as contiguous rows x_a * x_{a:} (a loop over the D features, not
@@ -69,17 +72,19 @@ def features(xc: torch.Tensor, cov_type: str, iu: torch.Tensor | None) -> torch.
     c, d = xc.shape
     t = quad_width(cov_type, d)
     xt = xc.T.contiguous()
-    out = torch.empty((d + t, c), dtype=xc.dtype, device=xc.device)
+    out = torch.empty((d + t + int(ones), c), dtype=xc.dtype, device=xc.device)
     out[:d] = xt
+    if ones:
+        out[d + t :] = 1.0
     if cov_type in ("full", "tied"):
         o = d
         for a in range(d):
             torch.mul(xt[a : a + 1], xt[a:], out=out[o : o + d - a])
             o += d - a
     elif cov_type == "diag":
-        torch.mul(xt, xt, out=out[d:])
+        torch.mul(xt, xt, out=out[d : d + t])
     else:
-        torch.sum(xt * xt, dim=0, keepdim=True, out=out[d:])
+        torch.sum(xt * xt, dim=0, keepdim=True, out=out[d : d + t])
     return out
 
 

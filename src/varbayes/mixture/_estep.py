@@ -7,9 +7,11 @@ For EM and CAVI alike the log-responsibilities are
 with const_k from the model (log π_k + ½ log|Λ_k| + ..., or its expectation under q).
 One of three records holds them in the form the pass evaluates fastest:
 
-* :class:`Quadratic` (full, diag, spherical): ρ_ki = c_k + (Wᵀ φ(x_i))_k with the
-  features φ(x) = [x, q(x)] (see :mod:`._covariance`), Wᵀ = [Λ_k μ_k, -½ a_k] (K, D + T),
-  c_k = const_k - ½ μ_kᵀ Λ_k μ_k: ONE product per chunk for all K components;
+* :class:`Quadratic` (full, diag, spherical): ρ_ki = (Wᵀ φ(x_i))_k with the features
+  φ(x) = [x, q(x), 1] (see :mod:`._covariance`) and Wᵀ = [Λ_k μ_k, -½ a_k, c_k]
+  (K, D + T + 1), c_k = const_k - ½ μ_kᵀ Λ_k μ_k: ONE product per chunk for all K
+  components, with no separate pass to add c; the statistics Rᵀ φ (K, D + T + 1) then
+  hold N_k in their last column;
 * :class:`Tied`: the quadratic part -½ q(x)·a is shared by all k;
 * :class:`Blocks` (full, K < (D + 1)/4): the residuals x_i P_k - μ_k P_k of all K
   components from ONE product x [P_1 ... P_K] (C, K·D), then sums of squares.
@@ -70,13 +72,12 @@ class Statistics:
 
 @dataclass(frozen=True)
 class Quadratic:
-    """ρ (K, C) = c (K,) + Wᵀ (K, D + T) φᵀ (D + T, C)."""
+    """ρ (K, C) = Wᵀ (K, D + T + 1) φᵀ (D + T + 1, C), c in Wᵀ's last column."""
 
     wt: torch.Tensor
-    c: torch.Tensor
 
     def log_rho(self, ft: torch.Tensor) -> torch.Tensor:
-        return torch.addmm(self.c[:, None], self.wt, ft)
+        return self.wt @ ft
 
 
 @dataclass(frozen=True)
@@ -143,7 +144,7 @@ def coefficients(
     a = cv.quad_weights(prec, cov_type, d, iu)
     if cov_type == "tied":
         return Tied(lam_mu.contiguous(), c, -0.5 * a)
-    return Quadratic(torch.cat([lam_mu, -0.5 * a], 1).contiguous(), c)
+    return Quadratic(torch.cat([lam_mu, -0.5 * a, c[:, None]], 1).contiguous())
 
 
 def _normalise(r: torch.Tensor) -> torch.Tensor:
@@ -180,15 +181,14 @@ def e_step(
     d = x.shape[1]
     t = cv.quad_width(cov_type, d)
     tied = cov_type == "tied"
-    nk = x.new_zeros(k)
-    g = x.new_zeros((k, d if tied else d + t))
-    s2 = x.new_zeros(t) if tied else None
+    g = x.new_zeros((k, d if tied else d + t + 1))  # + 1: N_k from φ's row of ones
+    nk, s2 = (x.new_zeros(k), x.new_zeros(t)) if tied else (None, None)
     total = x.new_zeros(())
     for j, a in enumerate(range(0, x.shape[0], chunk)):
         if cache is not None and j < len(cache):
             ft = cache[j]
         else:
-            ft = cv.features(x[a : a + chunk] - shift, cov_type, iu)
+            ft = cv.features(x[a : a + chunk] - shift, cov_type, iu, ones=not tied)
             if cache is not None:
                 cache.append(ft)
         if resp is None:
@@ -198,17 +198,19 @@ def e_step(
             r = torch.nn.functional.one_hot(resp[a : a + chunk], k).to(x.dtype).T
         else:
             r = resp[a : a + chunk].T
-        nk += r.sum(1)
         if tied:
+            nk += r.sum(1)
             g.addmm_(r, ft[:d].T)  # the first d rows of φᵀ are xᵀ
             s2 += ft[d:].sum(1)
         else:
             g.addmm_(r, ft.T)
-    out = [nk, g, total] + ([s2] if tied else [])
+    out = [g, total] + ([nk, s2] if tied else [])
     if allreduce is not None:
         out = allreduce(out)
-    stats = Statistics(out[0], out[1][:, :d], out[3] if tied else out[1][:, d:])
-    return stats, out[2]
+    g, total = out[0], out[1]
+    if tied:
+        return Statistics(out[2], g, out[3]), total
+    return Statistics(g[:, -1], g[:, :d], g[:, d : d + t]), total
 
 
 def _e_step_blocks(x, coef: Blocks, *, k, shift, iu, chunk, allreduce):
@@ -249,4 +251,5 @@ def iter_log_rho(
         if isinstance(coef, Blocks):
             yield a, a + xc.shape[0], coef.log_rho(xc).T
         else:
-            yield a, a + xc.shape[0], coef.log_rho(cv.features(xc, cov_type, iu)).T
+            ft = cv.features(xc, cov_type, iu, ones=isinstance(coef, Quadratic))
+            yield a, a + xc.shape[0], coef.log_rho(ft).T
