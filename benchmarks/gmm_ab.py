@@ -2,6 +2,7 @@
 
 For A/B comparisons of source trees in one run (``PYTHONPATH=<tree>/src``, alternating
 trees over rounds): the data and initial parameters of ``benchmarks/gmm.py``, ``tol=0``,
+``python benchmarks/gmm_ab.py [cov [dtype]]`` (default full float64);
 s/iter = (T(11 iterations) - T(1 iteration)) / 10 with each T the minimum of three fits,
 and the final mean log-likelihood (to check that the trees agree).
 
@@ -23,10 +24,10 @@ from gmm import _data  # noqa: E402
 from varbayes.mixture import GaussianMixture  # noqa: E402
 
 
-def main(n=100_000, d=16, k=32, cov="full"):
+def main(cov="full", dtype="float64", n=100_000, d=16, k=32):
     warnings.simplefilter("ignore")
     x, init, _ = _data(n, d, k, cov)
-    xt = torch.as_tensor(x)
+    xt = torch.as_tensor(x, dtype=getattr(torch, dtype))
 
     def run(m):
         gm = GaussianMixture(k, covariance_type=cov, tol=0.0, max_iter=m, **init)
@@ -41,4 +42,4 @@ def main(n=100_000, d=16, k=32, cov="full"):
 
 
 if __name__ == "__main__":
-    main(cov=sys.argv[1] if len(sys.argv) > 1 else "full")
+    main(*sys.argv[1:3])  # [cov [dtype]]
