@@ -109,7 +109,7 @@ def fit_model(
     max_iter: int = 2000,
     gtol: float = 1e-4,
     num_check: int = 2000,
-    num_steps: int = 3000,
+    num_steps: int = 1500,
     seed: int = 0,
 ) -> Posterior:
     """Fit q(z) to p(z | x) for a :class:`Model`; see the module docstring for the recipe.
@@ -130,7 +130,7 @@ def fit_model(
     max_iter : L-BFGS iterations at most (each its own line search).
     gtol : convergence: max |∇_λ ELBO_M| ≤ gtol.
     num_check : fresh draws for the final ELBO and k̂.
-    num_steps : the ``"flow"`` family's stochastic steps (Adam, 64 fresh draws each; also
+    num_steps : the ``"flow"`` family's stochastic steps (Adam, 128 fresh draws each; also
         ``"auto"``'s when it goes on to the flow).
     seed : the draws (fixed ε, check, and :meth:`Posterior.sample`) come from it.
 
