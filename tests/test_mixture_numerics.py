@@ -5,10 +5,11 @@ import warnings
 
 import numpy as np
 import pytest
+import torch
 from sklearn.mixture import BayesianGaussianMixture as SkBayesianGaussianMixture
 from sklearn.mixture import GaussianMixture as SkGaussianMixture
 
-from varbayes.mixture import GaussianMixture, VariationalGaussianMixture
+from varbayes.mixture import DegenerateMixtureWarning, GaussianMixture, VariationalGaussianMixture
 
 
 def two_blobs(seed=0, n=200, d=2):
@@ -74,3 +75,34 @@ def test_one_outlier_at_1e8_converges_as_sklearn(k):
     assert abs(vb.n_iter_ - sk.n_iter_) <= 2
     h = np.asarray(vb.lower_bounds_)
     assert np.all(np.diff(h) >= -1e-9 * np.abs(h[1:]))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_the_e_step_softmax_matches_torchs(dtype):
+    """The E-step's softmax (float32: ρ - max ρ clamped before exp, for speed) agrees with
+    torch's softmax and logsumexp, far tails included; in float32 the terms below the
+    clamp are exactly 0, so a component far from all points still gets N_k = 0."""
+    from varbayes.mixture._estep import _normalise
+
+    gen = torch.Generator().manual_seed(0)
+    rho = torch.randn(5, 400, generator=gen, dtype=torch.float64) * 20
+    rho[1, :100] -= 1e4  # far below the clamp in either dtype
+    rho[2, 100:200] -= 200  # below float32's clamp only
+    rho = rho.to(dtype)
+    r = rho.clone()
+    total = _normalise(r)
+    eps, tiny = torch.finfo(dtype).eps, torch.finfo(dtype).tiny
+    torch.testing.assert_close(r, torch.softmax(rho, 0), rtol=4 * eps, atol=1e4 * tiny)
+    lse = torch.logsumexp(rho, 0).sum()
+    torch.testing.assert_close(total, lse, rtol=1e-6 if dtype == torch.float32 else 1e-13, atol=0)
+    assert bool((r[1, :100] == 0).all())
+    assert bool((r[2, 100:200] == 0).all()) == (dtype == torch.float32)
+    assert float((r.sum(0) - 1).abs().max()) < 10 * eps
+
+
+def test_a_float32_component_far_from_the_data_is_empty():
+    x = np.random.default_rng(0).normal(size=(300, 3)).astype(np.float32)
+    means = np.vstack([x[:2], [[1e3, 1e3, 1e3]]])
+    with pytest.warns(DegenerateMixtureWarning, match="received no data"):
+        gm = GaussianMixture(3, means_init=means, max_iter=5, tol=0).fit(x)
+    assert gm.means_.dtype == np.float32 and np.all(np.isfinite(gm.means_))
