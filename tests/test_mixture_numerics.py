@@ -79,9 +79,9 @@ def test_one_outlier_at_1e8_converges_as_sklearn(k):
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_the_e_step_softmax_matches_torchs(dtype):
-    """The E-step's softmax (float32: ρ - max ρ clamped before exp, for speed) agrees with
-    torch's softmax and logsumexp, far tails included; in float32 the terms below the
-    clamp are exactly 0, so a component far from all points still gets N_k = 0."""
+    """The E-step's softmax (ρ - max ρ clamped before exp, for speed) agrees with torch's
+    softmax and logsumexp, far tails included; the terms below the clamp are exactly 0, so
+    a component far from all points still gets N_k = 0."""
     from varbayes.mixture._estep import _normalise
 
     gen = torch.Generator().manual_seed(0)
@@ -97,6 +97,7 @@ def test_the_e_step_softmax_matches_torchs(dtype):
     torch.testing.assert_close(total, lse, rtol=1e-6 if dtype == torch.float32 else 1e-13, atol=0)
     assert bool((r[1, :100] == 0).all())
     assert bool((r[2, 100:200] == 0).all()) == (dtype == torch.float32)
+    assert bool((r[2, 100:200] > 0).all()) == (dtype == torch.float64)
     assert float((r.sum(0) - 1).abs().max()) < 10 * eps
 
 
