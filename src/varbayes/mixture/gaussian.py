@@ -18,11 +18,13 @@ Each step cannot decrease the ELBO, so the log-likelihood after each E-step neve
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import numpy as np
 import torch
 
 from varbayes.mixture import _covariance as cv
+from varbayes.mixture import _estep as es
 from varbayes.mixture._base import COMMON_PARAMETERS, BaseMixture
 from varbayes.mixture._estep import Statistics
 from varbayes.mixture._state import DataSummary, EMInit, EMParameters
@@ -222,9 +224,9 @@ class GaussianMixture(BaseMixture):
         nk = nk_raw + 10 * eps
         means = stats.xbar_sum / nk[:, None]
         cov = cv.covariances_from_stats(nk, means, stats.s2, ct, self.reg_covar, iu)
-        # only N_k that underflowed to (about) zero: tiny but positive N_k still give exact
-        # weighted averages, as in scikit-learn
-        empty = nk_raw <= torch.finfo(self._dtype).tiny * nk_raw.sum()
+        # only N_k at the E-step's floor (every r_ik <= e^f, see _estep._normalise): tiny
+        # but larger N_k still give exact weighted averages, as in scikit-learn
+        empty = nk_raw <= 2 * math.exp(es.log_floor(self._dtype)) * nk_raw.sum()
         if bool(empty.any()):
             self._warn_once(
                 "empty",
