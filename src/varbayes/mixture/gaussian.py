@@ -64,8 +64,12 @@ class GaussianMixture(BaseMixture):
     device, dtype :
         Where and in which precision to compute (default CPU, float64).
     chunk_size : int, optional
-        Rows per chunk of the E-step; memory is O(chunk_size x (K + D²)) besides the
-        data. Default: about 1 MiB of working memory.
+        Rows per chunk of the E-step (default: about 4 MiB of features and
+        log-responsibilities per chunk); memory is O(chunk_size x (K + D²)) besides the
+        data, plus the features of all rows, N (D + T + 1) values with T the width of
+        the second-order terms (D(D + 1)/2 for full and tied), which are kept across
+        iterations when they take at most 256 MiB (N = 1e5, D = 16, full: 122 MB; full
+        covariances with K < (D + 1)/4 use per-component residuals and keep nothing).
     distributed : bool
         Under an initialised ``torch.distributed`` process group, treat X as this
         process's shard and all-reduce the statistics (see :mod:`.distributed`).
