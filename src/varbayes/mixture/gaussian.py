@@ -24,9 +24,8 @@ import numpy as np
 import torch
 
 from varbayes.mixture import _covariance as cv
-from varbayes.mixture import _estep as es
 from varbayes.mixture._base import COMMON_PARAMETERS, BaseMixture
-from varbayes.mixture._estep import Statistics
+from varbayes.mixture._estep import Statistics, log_floor
 from varbayes.mixture._state import DataSummary, EMInit, EMParameters
 
 __all__ = ["GaussianMixture"]
@@ -230,7 +229,7 @@ class GaussianMixture(BaseMixture):
         cov = cv.covariances_from_stats(nk, means, stats.s2, ct, self.reg_covar, iu)
         # only N_k at the E-step's floor (every r_ik <= e^f, see _estep._normalise): tiny
         # but larger N_k still give exact weighted averages, as in scikit-learn
-        empty = nk_raw <= 2 * math.exp(es.log_floor(self._dtype)) * nk_raw.sum()
+        empty = nk_raw <= 2 * math.exp(log_floor(self._dtype)) * nk_raw.sum()
         if bool(empty.any()):
             self._warn_once(
                 "empty",
