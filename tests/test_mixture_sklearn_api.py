@@ -96,6 +96,58 @@ def test_random_state_instance_advances_like_sklearn():
     assert not np.array_equal(first, second)
 
 
+def blobs(seed=0, k=5, n=120, d=3):
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(scale=4.0, size=(k, d))
+    return np.concatenate([c + rng.normal(size=(n, d)) for c in centres])
+
+
+@pytest.mark.parametrize("seed", [0, 1, 7])
+@pytest.mark.parametrize("init_params", ["kmeans", "random"])
+@pytest.mark.parametrize("cov", ["full", "tied", "diag", "spherical"])
+def test_the_same_random_state_gives_sklearns_fit(seed, init_params, cov):
+    """An int random_state draws scikit-learn's numbers in scikit-learn's order, so the
+    initial clusters, hence the whole EM path, are scikit-learn's (components in the
+    same order); sample() then returns scikit-learn's draws."""
+    x = blobs(seed)
+    kw = dict(covariance_type=cov, init_params=init_params, random_state=seed, max_iter=500)
+    sk = SkGaussianMixture(5, **kw).fit(x)
+    vb = GaussianMixture(5, **kw).fit(x)
+    assert vb.n_iter_ == sk.n_iter_
+    np.testing.assert_allclose(vb.means_, sk.means_, rtol=0, atol=1e-9)
+    np.testing.assert_allclose(vb.weights_, sk.weights_, rtol=0, atol=1e-11)
+    xs_vb, ys_vb = vb.sample(50)
+    xs_sk, ys_sk = sk.sample(50)
+    np.testing.assert_array_equal(ys_vb, ys_sk)
+    np.testing.assert_allclose(xs_vb, xs_sk, rtol=0, atol=1e-8)
+
+
+@pytest.mark.parametrize("seed", [0, 3])
+@pytest.mark.parametrize("k", [2, 6, 17])
+def test_kmeans_plusplus_chooses_sklearns_centres(seed, k):
+    """Greedy k-means++ (2 + ⌊log K⌋ candidates a centre) from a RandomState: the rows
+    that sklearn.cluster.kmeans_plusplus picks, in its order."""
+    from sklearn.cluster import kmeans_plusplus as sk_kpp
+
+    from varbayes.mixture._init import Draws, kmeans_plusplus
+
+    x = blobs(seed, k=8, n=60)
+    _, idx = sk_kpp(x, k, random_state=np.random.RandomState(seed))
+    xt = torch.as_tensor(x)
+    got = kmeans_plusplus(xt, k, Draws(np.random.RandomState(seed)), chunk=37)
+    np.testing.assert_array_equal(got.numpy(), x[idx])
+
+
+def test_a_torch_generator_draws_its_own_numbers():
+    """A torch.Generator random_state is used as given (reproducible, not sklearn's)."""
+    x = blobs(2)
+    fits = [
+        GaussianMixture(5, random_state=torch.Generator().manual_seed(2)).fit(x).means_
+        for _ in range(2)
+    ]
+    np.testing.assert_array_equal(*fits)
+
+
 def test_exceptions_are_sklearns():
     assert issubclass(NotFittedError, sklearn.exceptions.NotFittedError)
     assert issubclass(ConvergenceWarning, sklearn.exceptions.ConvergenceWarning)

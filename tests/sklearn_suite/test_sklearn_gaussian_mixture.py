@@ -25,11 +25,6 @@ NOT_APPLICABLE = {
     ),
 }
 
-KNOWN_FAILURES = {
-    "test_gaussian_mixture_precisions_init_diag": (
-        "compares with scikit-learn's KMeans(random_state=0) labels, whose component order "
-        "depends on sklearn's own k-means++ draws"
-    ),
-}
+KNOWN_FAILURES: dict[str, str] = {}
 
 globals().update(load_sklearn_tests("test_gaussian_mixture.py", NOT_APPLICABLE, KNOWN_FAILURES))

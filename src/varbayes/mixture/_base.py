@@ -40,7 +40,7 @@ from varbayes.mixture import _covariance as cv
 from varbayes.mixture import _estep as es
 from varbayes.mixture import distributed as dist
 from varbayes.mixture import io as mio
-from varbayes.mixture._init import INIT_PARAMS, initial_assignment
+from varbayes.mixture._init import INIT_PARAMS, Draws, initial_assignment
 from varbayes.mixture._sklearn import (
     convergence_warning,
     is_random_state,
@@ -357,14 +357,16 @@ class BaseMixture:
                 raise TypeError(f"{name} must be numeric; got {value!r:.80} ({exc})") from None
         return check_finite(t.to(device=self._device, dtype=self._dtype), name)
 
-    def _generator(self) -> torch.Generator:
+    def _draws(self) -> Draws:
+        """The initialisation's random numbers (scikit-learn's stream for an int or a
+        ``RandomState``, see :mod:`._init`)."""
         rs = self.random_state
-        g = torch_generator(rs)
         if self._is_distributed and not isinstance(rs, numbers.Integral):
             # the sharded initialisation needs the same draws on every process: rank 0's
+            g = torch_generator(rs)
             (seed,) = dist.broadcast([torch.randint(0, 2**62, (1,), generator=g)])
-            g = torch.Generator(device="cpu").manual_seed(int(seed))
-        return g
+            return Draws(torch.Generator(device="cpu").manual_seed(int(seed)))
+        return Draws.from_random_state(rs)
 
     def _chunk(self, d: int, blocks: bool = False) -> int:
         if self.chunk_size is not None:
@@ -534,7 +536,7 @@ class BaseMixture:
         self.n_features_in_ = x.shape[1]
         self._fit_like = _like(X)
         summary = self._data_summary(x)
-        gen = self._generator()
+        draws = self._draws()
         max_iter, tol = int(self.max_iter), float(self.tol)
         previous = float(self.lower_bound_) if warm else -math.inf
         best = None
@@ -544,7 +546,7 @@ class BaseMixture:
             if warm:
                 state = self._state
             else:
-                state = self._initial_state(x, summary, gen)
+                state = self._initial_state(x, summary, draws)
                 if self._is_distributed:
                     state = self._broadcast_state(state)
             self._state = state
@@ -626,7 +628,7 @@ class BaseMixture:
             self._check_init_shapes(x.shape[1])
             summary = self._data_summary(x)
             self._warned = set()
-            self._state = self._initial_state(x, summary, self._generator())
+            self._state = self._initial_state(x, summary, self._draws())
             self._stream = Stream(t=0, summary=summary, stats=None, rows=0.0)
             self.lower_bounds_ = []
         on = self._stream
@@ -657,13 +659,13 @@ class BaseMixture:
         new = {k: v.to(t.dtype) for (k, t), v in zip(tensors.items(), vals, strict=True)}
         return type(state).from_tensors(new)
 
-    def _initial_resp(self, x: torch.Tensor, gen: torch.Generator, shift: torch.Tensor):
+    def _initial_resp(self, x: torch.Tensor, draws: Draws, shift: torch.Tensor):
         reduce = dist.allreduce_sum if self._is_distributed else None
         return initial_assignment(
             x,
             self.n_components,
             self.init_params,
-            gen,
+            draws,
             self._chunk(1),
             allreduce=reduce,
             shift=shift,
@@ -736,8 +738,10 @@ class BaseMixture:
     def sample(self, n_samples: int = 1):
         """Draw x ~ p(x | θ): returns (X (n_samples, D), labels (n_samples,)), sorted by
         component like scikit-learn, in the type of the data given to ``fit``. Uses
-        ``random_state``. For the variational mixture θ is the posterior mean
-        (weights_, means_, covariances_), as in scikit-learn."""
+        ``random_state``: an int or a ``RandomState`` draws scikit-learn's own numbers
+        (the counts by ``multinomial``, then each component's rows; see :class:`._init.Draws`).
+        For the variational mixture θ is the posterior mean (weights_, means_,
+        covariances_), as in scikit-learn."""
         self._check_fitted()
         if isinstance(n_samples, bool) or not isinstance(n_samples, numbers.Integral):
             raise TypeError(f"n_samples must be an integer; got {n_samples!r}")
@@ -747,23 +751,16 @@ class BaseMixture:
                 f"Invalid value for 'n_samples': {n} . The sampling requires at least one sample."
             )
         st = self._state
-        gen = self._generator()
-        w = self._weights(st).detach().cpu().to(torch.float64)
-        labels = torch.multinomial(w, n, replacement=True, generator=gen).sort().values
-        eps = torch.randn((n, self.n_features_in_), generator=gen, dtype=self._dtype)
-        labels, eps = labels.to(self._device), eps.to(self._device)
-        ct, cov = self.covariance_type, st.covariances
-        if ct == "full":  # labels are sorted: one block of rows per component
-            chol = torch.linalg.cholesky(cov)
-            counts = torch.bincount(labels, minlength=self.n_components).tolist()
-            z = torch.cat([b @ chol[k].T for k, b in enumerate(eps.split(counts))])
-        elif ct == "tied":
-            z = eps @ torch.linalg.cholesky(cov).T
-        elif ct == "diag":
-            z = eps * cov[labels].sqrt()
-        else:
-            z = eps * cov[labels].sqrt()[:, None]
-        xs = st.means[labels] + st.shift + z
+        draws = self._draws()
+        counts = draws.multinomial(n, self._weights(st).detach().cpu().to(torch.float64))
+        ct, cov, means = self.covariance_type, st.covariances, st.means + st.shift
+        xs = torch.cat(
+            [
+                draws.normal(means[k], cov if ct == "tied" else cov[k], int(c))
+                for k, c in enumerate(counts.tolist())
+            ]
+        ).to(device=self._device, dtype=self._dtype)
+        labels = torch.repeat_interleave(torch.arange(self.n_components), counts).to(self._device)
         return self._out(xs), self._out(labels)
 
     # ------------------------------------------------------------------ persistence

@@ -2,8 +2,14 @@
 k-means++ alone, random soft assignments, random data points.
 
 Each function returns either hard labels (N,) int64 (the responsibilities are then
-one-hot) or soft responsibilities (N, K). Every random draw comes from the
-``torch.Generator`` passed in, so a seed reproduces the initialisation. The
+one-hot) or soft responsibilities (N, K). Every random number comes from one
+:class:`Draws`, so a seed reproduces the initialisation. For an integer
+``random_state`` (below 2³²) or a ``numpy.random.RandomState`` the numbers are
+scikit-learn's own: the same stream, consumed in the same order by the same algorithm
+(greedy k-means++ with 2 + ⌊log K⌋ candidates per centre, as ``sklearn.cluster.KMeans``
+seeds it; K uniforms per row for ``random``; ``choice(N, K, replace=False)`` for
+``random_from_data``), so the same seed gives scikit-learn's initial clusters, in
+scikit-learn's order (up to the rounding of the cumulative sums that pick a row). The
 distance computations run in chunks of rows: memory O(chunk x K) besides the data.
 
 Rows sharded over processes: pass ``allreduce`` (a function summing a list of tensors
@@ -17,11 +23,78 @@ holding all rows (in shard order) would choose, up to the order of floating-poin
 
 from __future__ import annotations
 
+import math
+import numbers
 from collections.abc import Callable
 
+import numpy as np
 import torch
 
 INIT_PARAMS = ("kmeans", "k-means++", "random", "random_from_data")
+
+
+class Draws:
+    """The initialisation's random numbers, from a ``torch.Generator``, a NumPy
+    ``RandomState`` (scikit-learn's stream) or a NumPy ``Generator``.
+
+    :meth:`from_random_state` maps a ``random_state`` as scikit-learn does: None a fresh
+    stream, an int (< 2³²) ``RandomState(int)``, a ``RandomState`` itself (advanced by
+    each fit, so successive fits differ), larger ints ``numpy.random.default_rng(int)``.
+    """
+
+    def __init__(self, source):
+        self.source = source
+
+    @classmethod
+    def from_random_state(cls, random_state) -> Draws:
+        if random_state is None:
+            return cls(np.random.RandomState())
+        if isinstance(random_state, numbers.Integral):
+            seed = int(random_state)
+            return cls(np.random.RandomState(seed) if seed < 2**32 else np.random.default_rng(seed))
+        return cls(random_state)
+
+    def uniform(self, shape) -> torch.Tensor:
+        """float64 uniforms on [0, 1), on the CPU."""
+        if isinstance(self.source, torch.Generator):
+            return torch.rand(shape, generator=self.source, dtype=torch.float64)
+        if isinstance(self.source, np.random.RandomState):
+            return torch.from_numpy(self.source.uniform(size=shape))
+        return torch.from_numpy(self.source.random(shape))
+
+    def index(self, n: int) -> int:
+        """A row drawn uniformly from range(n) (``RandomState.choice(n, p=1/n)``'s draw)."""
+        return min(int(float(self.uniform(1)) * n), n - 1)
+
+    def multinomial(self, n: int, p: torch.Tensor) -> torch.Tensor:
+        """Counts (K,) int64 of n draws from the probabilities ``p`` (K,)."""
+        if isinstance(self.source, torch.Generator):
+            labels = torch.multinomial(p, n, replacement=True, generator=self.source)
+            return torch.bincount(labels, minlength=len(p))
+        return torch.from_numpy(np.asarray(self.source.multinomial(n, p.numpy()), np.int64))
+
+    def normal(self, mean: torch.Tensor, cov: torch.Tensor, n: int) -> torch.Tensor:
+        """n draws (n, D) float64 of N(mean, Σ): ``cov`` is Σ (D, D), its diagonal (D,) or
+        one variance (). NumPy sources use their own ``multivariate_normal`` (which factors
+        Σ by SVD) or ``standard_normal``, as ``sklearn.mixture.GaussianMixture.sample``
+        does; a torch generator uses the Cholesky factor."""
+        mean, cov = mean.double().cpu(), cov.double().cpu()
+        d = mean.shape[0]
+        if isinstance(self.source, torch.Generator):
+            eps = torch.randn((n, d), generator=self.source, dtype=torch.float64)
+            if cov.ndim == 2:
+                return mean + eps @ torch.linalg.cholesky(cov).T
+            return mean + eps * cov.sqrt()
+        if cov.ndim == 2:
+            return torch.from_numpy(self.source.multivariate_normal(mean.numpy(), cov.numpy(), n))
+        return mean + torch.from_numpy(self.source.standard_normal((n, d))) * cov.sqrt()
+
+    def subset(self, n: int, k: int) -> torch.Tensor:
+        """k distinct rows of range(n), int64, in the order drawn."""
+        if isinstance(self.source, torch.Generator):
+            return torch.randperm(n, generator=self.source)[:k]
+        return torch.from_numpy(np.asarray(self.source.choice(n, k, replace=False), np.int64))
+
 
 AllReduce = Callable[[list[torch.Tensor]], list[torch.Tensor]] | None
 
@@ -87,54 +160,76 @@ def _nearest(x: torch.Tensor, centers: torch.Tensor, chunk: int, shift=None):
     return labels, dist
 
 
-def _draw_index(n: int, gen: torch.Generator) -> torch.Tensor:
-    return torch.randint(n, (1,), generator=gen, device="cpu")
+def _distances(x: torch.Tensor, centers: torch.Tensor, chunk: int, shift=None):
+    """Per chunk of rows: (start, the squared distances (C, J) to the J ``centers``)."""
+    if shift is not None:
+        centers = centers - shift
+    c2 = (centers * centers).sum(1)
+    for s in range(0, x.shape[0], chunk):
+        xc = x[s : s + chunk] if shift is None else x[s : s + chunk] - shift
+        d2 = torch.addmm(c2, xc, centers.T, alpha=-2.0)
+        d2 += (xc * xc).sum(1, keepdim=True)
+        yield s, d2.clamp_min_(0.0)
 
 
 def kmeans_plusplus(
     x: torch.Tensor,
     k: int,
-    gen: torch.Generator,
+    draws: Draws,
     chunk: int,
     allreduce: AllReduce = None,
     shift=None,
 ) -> torch.Tensor:
-    """k-means++ seeding (Arthur & Vassilvitskii 2007): each new centre is drawn with
-    probability proportional to the squared distance D(x)² to the nearest chosen one.
+    """Greedy k-means++ seeding (Arthur & Vassilvitskii 2007, with scikit-learn's greedy
+    step): the first centre is a uniform row; each next one is the best of
+    L = 2 + ⌊log K⌋ candidates, each drawn with probability D(x)² / Σ D² (D the distance
+    to the nearest chosen centre), the candidate that leaves the smallest potential
+    Σ_i min(D(x_i)², |x_i - c|²).
 
     Returns the centres (K, D), rows of ``x`` (N, D) (of the sharded data set when
     ``allreduce`` is given; see the module docstring).
     """
     sh = _Shards(x, allreduce)
-    centers = [sh.rows(_draw_index(sh.total, gen))]
+    trials = 2 + int(math.log(k))
+    centers = [sh.rows(torch.tensor([draws.index(sh.total)]))]
     _, dist = _nearest(x, centers[0], chunk, shift)
     for _ in range(1, k):
         cum = torch.cumsum(dist, 0)
-        local_total = float(cum[-1]) if sh.n else 0.0
-        totals = sh.per_process(local_total)
+        totals = sh.per_process(float(cum[-1]) if sh.n else 0.0)
         total = float(totals.sum())
         if total <= 0.0:  # fewer distinct points than components
-            nxt = sh.rows(_draw_index(sh.total, gen))
-        else:
-            u = float(torch.rand((), generator=gen, dtype=torch.float64, device="cpu"))
-            target = total * u
-            # the process whose share of Σ D² holds target (never one without mass)
-            ends = torch.cumsum(totals, 0)
-            owner = int(torch.searchsorted(ends, torch.tensor([target]), right=True))
-            owner = min(owner, len(ends) - 1)
-            while float(totals[owner]) <= 0.0:
-                owner -= 1
-            idx = torch.tensor([sh.total], dtype=torch.int64)  # out of range: contributes 0
-            if owner == sh.rank:
-                local_target = target - float(ends[owner] - totals[owner])
-                t = torch.tensor([local_target], dtype=cum.dtype, device=cum.device)
-                i = int(torch.searchsorted(cum, t, right=True))
-                idx = torch.tensor([sh.offset + min(i, sh.n - 1)])
-            nxt = sh.rows(idx)
-        centers.append(nxt)
-        _, d_new = _nearest(x, nxt, chunk, shift)
+            centers.append(sh.rows(torch.tensor([draws.index(sh.total)])))
+            continue
+        targets = draws.uniform(trials) * total
+        cand = sh.rows(_pick(targets, cum, totals, sh))
+        pot = x.new_zeros(trials)
+        for s, d2 in _distances(x, cand, chunk, shift):
+            pot += torch.minimum(d2, dist[s : s + d2.shape[0], None]).sum(0)
+        (pot,) = _sum([pot], allreduce)
+        best = cand[int(pot.argmin())][None]
+        centers.append(best)
+        _, d_new = _nearest(x, best, chunk, shift)
         torch.minimum(dist, d_new, out=dist)
     return torch.cat(centers)
+
+
+def _pick(targets: torch.Tensor, cum: torch.Tensor, totals: torch.Tensor, sh: _Shards):
+    """Global row indices (L,) holding the ``targets`` (L,) in the cumulative Σ D² over all
+    processes: the first row whose cumulative sum reaches the target (``searchsorted``,
+    left side, as scikit-learn). The owner of a target is the process whose share holds
+    it (never one without mass); other processes give an out-of-range index, which
+    :meth:`_Shards.rows` ignores."""
+    ends = torch.cumsum(totals, 0)
+    out = torch.full((len(targets),), sh.total, dtype=torch.int64)
+    for j, target in enumerate(targets.tolist()):
+        owner = min(int(torch.searchsorted(ends, torch.tensor([target]))), len(ends) - 1)
+        while float(totals[owner]) <= 0.0:
+            owner -= 1
+        if owner == sh.rank:
+            local = torch.tensor([target - float(ends[owner] - totals[owner])], dtype=cum.dtype)
+            i = int(torch.searchsorted(cum, local.to(cum.device)))
+            out[j] = sh.offset + min(i, sh.n - 1)
+    return out
 
 
 def lloyd(
@@ -170,7 +265,7 @@ def initial_assignment(
     x: torch.Tensor,
     k: int,
     method: str,
-    gen: torch.Generator,
+    draws: Draws,
     chunk: int,
     allreduce: AllReduce = None,
     shift=None,
@@ -191,13 +286,12 @@ def initial_assignment(
     """
     n = x.shape[0]
     if method == "random":
-        r = torch.rand((n, k), generator=gen, dtype=x.dtype, device="cpu").to(x.device)
+        r = draws.uniform((n, k)).to(device=x.device, dtype=x.dtype)
         return r / r.sum(1, keepdim=True)
     if method == "random_from_data":
         sh = _Shards(x, allreduce)
-        idx = torch.randperm(sh.total, generator=gen, device="cpu")[:k]
-        return _nearest(x, sh.rows(idx), chunk, shift)[0]
-    centers = kmeans_plusplus(x, k, gen, chunk, allreduce, shift)
+        return _nearest(x, sh.rows(draws.subset(sh.total, k)), chunk, shift)[0]
+    centers = kmeans_plusplus(x, k, draws, chunk, allreduce, shift)
     if method == "k-means++":
         return _nearest(x, centers, chunk, shift)[0]
     return lloyd(x, centers.clone(), chunk, allreduce=allreduce, shift=shift)

@@ -54,8 +54,10 @@ class GaussianMixture(BaseMixture):
         Initial π (K,), μ (K, D) and precisions Λ = Σ⁻¹ (shapes of ``covariances_``).
         Given ones replace the ones computed from ``init_params``; they are never
         overwritten by ``fit``.
-    random_state : int, torch.Generator or None
-        Seed of every random draw (initialisation, :meth:`sample`).
+    random_state : None, int, numpy.random.RandomState or Generator, or torch.Generator
+        Seed of every random draw (initialisation, :meth:`sample`). An int or a
+        ``RandomState`` draws scikit-learn's own numbers in its order (greedy k-means++,
+        then Lloyd), so the same seed gives scikit-learn's initial clusters and fit.
     warm_start : bool
         Start ``fit`` from the previous solution (``n_init`` is then 1).
     verbose : int
@@ -179,7 +181,7 @@ class GaussianMixture(BaseMixture):
                 chol = p.sqrt()
         self._inits = EMInit(weights=w, means=means, precisions=p, precisions_cholesky=chol)
 
-    def _initial_state(self, x, summary: DataSummary, gen) -> EMParameters:
+    def _initial_state(self, x, summary: DataSummary, draws) -> EMParameters:
         """θ from ``init_params`` (one M-step from the initial responsibilities), with
         the given ``*_init`` arrays in place of the computed ones."""
         shift, inits = summary.mean, self._inits
@@ -192,7 +194,7 @@ class GaussianMixture(BaseMixture):
                 precisions_cholesky=inits.precisions_cholesky,
                 weights=inits.weights,
             )
-        resp = self._initial_resp(x, gen, shift)
+        resp = self._initial_resp(x, draws, shift)
         stats, _ = self._pass(x, None, resp=resp, shift=shift)
         state = self._m_step(stats, shift, summary)
         given = {}

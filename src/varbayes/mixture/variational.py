@@ -251,7 +251,7 @@ class VariationalGaussianMixture(BaseMixture):
             cov0=cp.clone(),
         )
 
-    def _initial_state(self, x, summary: DataSummary, gen) -> VariationalPosterior:
+    def _initial_state(self, x, summary: DataSummary, draws) -> VariationalPosterior:
         """q(θ) by one CAVI step from ``resp_init`` or the responsibilities of
         ``init_params``."""
         if self.resp_init is not None:
@@ -266,7 +266,7 @@ class VariationalGaussianMixture(BaseMixture):
             ):
                 raise ValueError("resp_init must be >= 0 with rows summing to 1")
         else:
-            resp = self._initial_resp(x, gen, summary.mean)
+            resp = self._initial_resp(x, draws, summary.mean)
         stats, _ = self._pass(x, None, resp=resp, shift=summary.mean)
         return self._m_step(stats, summary.mean, self._priors(summary))
 
