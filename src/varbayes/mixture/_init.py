@@ -138,30 +138,12 @@ class _Shards:
         return self.allreduce([out])[0]
 
 
-def _nearest(x: torch.Tensor, centers: torch.Tensor, chunk: int, shift=None):
-    """Index (N,) of the nearest centre and the squared distance (N,) for each row.
+def _distances(x: torch.Tensor, centers: torch.Tensor, chunk: int, shift=None):
+    """Per chunk of rows: (start, the squared distances (C, J) to the J ``centers``).
 
     ``shift`` (D,), the centre of the data, is subtracted from rows and centres first: the
     expanded |x|² - 2 xᵀc + |c|² keeps its precision for data far from the origin.
     """
-    n = x.shape[0]
-    labels = torch.empty(n, dtype=torch.int64, device=x.device)
-    dist = torch.empty(n, dtype=x.dtype, device=x.device)
-    if shift is not None:
-        centers = centers - shift
-    c2 = (centers * centers).sum(1)
-    for s in range(0, n, chunk):
-        xc = x[s : s + chunk] if shift is None else x[s : s + chunk] - shift
-        d2 = torch.addmm(c2, xc, centers.T, alpha=-2.0)
-        d2 += (xc * xc).sum(1, keepdim=True)
-        m, i = d2.min(1)
-        dist[s : s + chunk] = m.clamp_min_(0.0)
-        labels[s : s + chunk] = i
-    return labels, dist
-
-
-def _distances(x: torch.Tensor, centers: torch.Tensor, chunk: int, shift=None):
-    """Per chunk of rows: (start, the squared distances (C, J) to the J ``centers``)."""
     if shift is not None:
         centers = centers - shift
     c2 = (centers * centers).sum(1)
@@ -170,6 +152,16 @@ def _distances(x: torch.Tensor, centers: torch.Tensor, chunk: int, shift=None):
         d2 = torch.addmm(c2, xc, centers.T, alpha=-2.0)
         d2 += (xc * xc).sum(1, keepdim=True)
         yield s, d2.clamp_min_(0.0)
+
+
+def _nearest(x: torch.Tensor, centers: torch.Tensor, chunk: int, shift=None):
+    """Index (N,) of the nearest centre and the squared distance (N,) for each row."""
+    n = x.shape[0]
+    labels = torch.empty(n, dtype=torch.int64, device=x.device)
+    dist = torch.empty(n, dtype=x.dtype, device=x.device)
+    for s, d2 in _distances(x, centers, chunk, shift):
+        dist[s : s + d2.shape[0]], labels[s : s + d2.shape[0]] = d2.min(1)
+    return labels, dist
 
 
 def kmeans_plusplus(
