@@ -18,7 +18,7 @@ leading particle dimension S; write them with ``...`` indexing)::
     >>> data = {"y": [28.0, 8, -3, 7, -1, 1, 18, 12], "sigma": [15.0, 10, 16, 11, 9, 11, 10, 18]}
     >>> model = vi.Model(eight_schools, data)   # checks names, supports, shapes once
     >>> post = vi.fit(model)                    # full rank: MAP, Laplace, deterministic ELBO
-    ...                                         # (and a flow on top if its k̂ > 0.7)
+    ...                                         # (nested Laplace or a flow if k̂ > 0.7)
     >>> draws = post.sample(1000)               # {"mu": (1000,), "tau": (1000,), ...}
     >>> draws["theta"].shape
     torch.Size([1000, 8])
@@ -34,8 +34,10 @@ be tensors depending on other latents), plus :data:`ordered_vector`,
 * :mod:`~varbayes.vi.model`     — :class:`Model`: the log density on the unconstrained
   z (S, D) with log-Jacobians, named constrained values, minibatches (N/B);
 * :mod:`~varbayes.vi.infer`     — :func:`fit` (guides ``"auto"``, ``"fullrank"``,
-  ``"meanfield"``, ``"block"``, ``"lowrank"``, ``"laplace"``, ``"map"``, ``"flow"``),
-  :func:`find_map`, :func:`laplace`;
+  ``"meanfield"``, ``"block"``, ``"lowrank"``, ``"laplace"``, ``"map"``, ``"nested"``,
+  ``"flow"``), :func:`find_map`, :func:`laplace`;
+* :mod:`~varbayes.vi.nested`    — :class:`~varbayes.vi.nested.NestedLaplace`: the global
+  latents importance-sampled, the last site by a Laplace approximation at each draw;
 * :mod:`~varbayes.vi.flow`      — :class:`~varbayes.vi.flow.Flow`: the full-rank fit bent
   by affine coupling layers, fitted by stochastic gradient ascent;
 * :mod:`~varbayes.vi.spec`      — :func:`guide`: a family bound to a model's sites

@@ -37,9 +37,16 @@ Families λ over w (D the length of z):
                 stochastic gradient ascent (:mod:`varbayes.vi.flow`): for a posterior
                 that is not close to Gaussian (the full-rank k̂ > 0.7), at the cost of
                 ``num_steps`` stochastic steps (tens of seconds).
-``"auto"``      (the default) ``"fullrank"``, continued as ``"flow"`` when the full-rank
-                k̂ > 0.7, i.e. exactly when the Gaussian answer could not be trusted. The
-                Posterior's ``guide`` says which it returned.
+``"nested"``    the full-rank fit, then an embedded Laplace approximation
+                (:mod:`varbayes.vi.nested`): the earlier sites g from a Student-t fitted by
+                importance sampling, the last site l | g ~ N(l̂(g), P(g)⁻¹) at its
+                conditional mode (Newton's method per draw); for a hierarchical model
+                whose earlier sites hold at most 8 coordinates. Seconds.
+``"auto"``      (the default) ``"fullrank"``; when the full-rank k̂ > 0.7, i.e. exactly
+                when the Gaussian answer could not be trusted, continued as ``"nested"``
+                (where it applies) and, if that k̂ is above 0.7 too, as ``"flow"``. The
+                Posterior's ``guide`` says which it returned; ``info`` holds the
+                full-rank k̂ (``fullrank_khat``) and the nested one (``nested_khat``).
 """
 
 from __future__ import annotations
@@ -58,6 +65,7 @@ from varbayes.monitor import ConvergenceWarning, NonFiniteObjectiveError
 from varbayes.vi.flow import fit_flow
 from varbayes.vi.guides import Guide
 from varbayes.vi.model import Model, no_validation
+from varbayes.vi.nested import fit_nested, nested_split
 from varbayes.vi.posterior import Posterior, draw_with_log_q, point_mass
 from varbayes.vi.psis import KHAT_THRESHOLD, psis
 from varbayes.vi.spec import FAMILIES, ModelGuide, from_posterior
@@ -117,9 +125,10 @@ def fit_model(
     Parameters
     ----------
     model : Model
-    guide : one of :data:`GUIDES` (default ``"auto"``: full rank, continued as ``"flow"``
-        when its k̂ > 0.7, which adds ``num_steps`` stochastic steps; ``"fullrank"`` never
-        does); or a guide built for the model
+    guide : one of :data:`GUIDES` (default ``"auto"``: full rank, continued as ``"nested"``
+        when its k̂ > 0.7 and as ``"flow"`` if that k̂ is above 0.7 too, which adds
+        ``num_steps`` stochastic steps; ``"fullrank"`` never does); or a guide built for
+        the model
         (:func:`varbayes.vi.guide`); or a fitted :class:`Posterior` of a model with the
         same latent sites, to warm start (its family; the MAP search starts from its
         mean). A guide or posterior of a model with other sites is a ValueError naming
@@ -187,6 +196,20 @@ def fit_model(
         check = "the check (fresh draws for the ELBO and k̂)"
         with _phase(model, check):
             elbo, se, khat = _check(model, q, num_check, gen)
+        if guide == "nested" or (
+            guide == "auto" and khat > KHAT_THRESHOLD and nested_split(model)[0] is not None
+        ):
+            info.update(fullrank_elbo=elbo, fullrank_khat=khat)
+            with _phase(model, "the nested Laplace approximation (Newton's method per draw)"):
+                nested, nested_message = fit_nested(model, q.mean, q.scale_tril, gen)
+            with _phase(model, check):
+                n_elbo, n_se, n_khat = _check(model, nested, num_check, gen)
+            info.update(nested_khat=n_khat)
+            if guide == "nested" or n_khat <= KHAT_THRESHOLD:
+                why = f" (full-rank k̂ {khat:.2f} > {KHAT_THRESHOLD})" if guide == "auto" else ""
+                q, elbo, se, khat = nested, n_elbo, n_se, n_khat
+                message = f"full rank {message}; {nested_message}{why}"
+                guide = "nested"
         if guide == "flow" or (guide == "auto" and khat > KHAT_THRESHOLD):
             info.update(fullrank_elbo=elbo, fullrank_khat=khat)
             with _phase(model, "the flow (stochastic gradient ascent on the ELBO)"):
@@ -217,6 +240,7 @@ def fit_model(
             + {
                 "fullrank": "try guide='flow', or reparameterize the model",
                 "flow": "reparameterize the model",
+                "nested": "try guide='flow', or reparameterize the model",
             }.get(guide, "try guide='fullrank'")
             + ")",
             PSISWarning,
@@ -372,7 +396,7 @@ def _family(guide, model, z_map, neg_h, rank):
         d = model.dim
         r = check_int(rank, "rank", minimum=1) if rank is not None else math.ceil(d**0.5)
     blocks = [(s.start, s.stop) for s in model.latents]
-    kind = "fullrank" if guide in ("auto", "flow") else guide
+    kind = "fullrank" if guide in ("auto", "flow", "nested") else guide
     return _Gaussian(kind, z_map, neg_h, blocks, r)
 
 
@@ -532,14 +556,19 @@ def _check(model, q, n, gen):
     with torch.no_grad():
         z, log_q = draw_with_log_q(q, n, gen)
         log_p = torch.cat([model.log_density(z[i : i + 1024]) for i in range(0, n, 1024)])
+    log_p = torch.nan_to_num(log_p, nan=-math.inf)  # a NaN density: p = 0 there, as in Stan
     log_w = log_p - log_q
     finite = torch.isfinite(log_w)
-    if not bool(finite.all()):
+    if bool(finite.all()):
+        _, khat = psis(log_w.cpu().numpy())
+        return float(log_w.mean()), float(log_w.std() / math.sqrt(n)), khat
+    # q puts mass where p(x, z) = 0: the ELBO is -inf; k̂ is that of the other draws
+    # (zero weights), or ∞ with NaN, +∞ or fewer than half of the draws left.
+    zero = (log_p == -math.inf) & torch.isfinite(log_q)
+    if not bool((finite | zero).all()) or int(finite.sum()) < n // 2:
         return -math.inf, math.inf, math.inf
-    elbo = float(log_w.mean())
-    se = float(log_w.std() / math.sqrt(n))
-    _, khat = psis(log_w.cpu().numpy())
-    return elbo, se, khat
+    _, khat = psis(torch.where(finite, log_w, -math.inf).cpu().numpy())
+    return -math.inf, math.inf, khat
 
 
 def fit(model, guide=None, **options):

@@ -19,6 +19,7 @@ from torch.distributions import Distribution, Independent, LowRankMultivariateNo
 
 from varbayes._validation import check_int
 from varbayes.vi.flow import Flow
+from varbayes.vi.nested import NestedLaplace
 from varbayes.vi.psis import KHAT_THRESHOLD, psis
 
 __all__ = ["Posterior", "Summary", "draw_with_log_q", "point_mass"]
@@ -29,9 +30,10 @@ _LOG_2PI = math.log(2 * math.pi)
 def draw_with_log_q(q, n: int, generator: torch.Generator | None = None):
     """n draws z ~ q and log q(z), shapes ``(n, D)`` and ``(n,)``, for the families a fit
     returns (``MultivariateNormal``, ``Independent(Normal)``, ``LowRankMultivariateNormal``,
-    the :class:`~varbayes.vi.flow.Flow`; a point mass: log q = 0). Full rank: z = μ + Lε and log q =
+    the :class:`~varbayes.vi.flow.Flow`, the :class:`~varbayes.vi.nested.NestedLaplace`; a
+    point mass: log q = 0). Full rank: z = μ + Lε and log q =
     -Σ log L_dd - |ε|²/2 - (D/2) log 2π, from ε (no triangular solve)."""
-    if isinstance(q, Flow):
+    if isinstance(q, (Flow, NestedLaplace)):
         with torch.no_grad():
             return q.draw(n, generator)
     loc = q.mean
@@ -157,6 +159,7 @@ class Posterior:
         z, log_q = draw_with_log_q(self.q, 4 * n, generator)
         with torch.no_grad():
             log_p = _log_density_chunked(self.model, z)
+        log_p = torch.nan_to_num(log_p, nan=-math.inf)  # a NaN density: p = 0 there
         log_w, _ = psis((log_p - log_q).cpu().numpy())
         probs = torch.as_tensor(np.exp(log_w), dtype=torch.float64)
         index = torch.multinomial(probs, n, replacement=True, generator=generator)

@@ -25,11 +25,17 @@ def psis(log_weights) -> tuple[np.ndarray, float]:
     """Pareto-smoothed, self-normalised log weights and k̂.
 
     ``log_weights`` : (S,) array-like of log p - log q; returns ``(log_w (S,), khat)``
-    with logsumexp(log_w) = 0. k̂ is ∞ when the tail has 4 or fewer draws."""
-    x = np.array(log_weights, dtype=np.float64).reshape(-1)
+    with logsumexp(log_w) = 0. An entry of -∞ (a draw where p = 0) is a zero weight and
+    stays -∞; k̂ comes from the others, and is ∞ when their tail has 4 or fewer draws."""
+    full = np.array(log_weights, dtype=np.float64).reshape(-1)
+    zero = full == -np.inf
+    if np.isnan(full).any() or np.isposinf(full).any() or full.size - zero.sum() < 2:
+        raise ValueError(
+            "log_weights must hold at least 2 finite values and no NaN or +inf; got "
+            f"{full.size} values, {int((~zero & np.isfinite(full)).sum())} finite"
+        )
+    x = full[~zero]
     s = x.shape[0]
-    if s < 2 or not np.isfinite(x).all():
-        raise ValueError(f"log_weights must hold at least 2 finite values; got {s}")
     x = x - x.max()
     tail_len = int(math.ceil(min(0.2 * s, 3 * math.sqrt(s))))
     order = np.argsort(x)
@@ -45,8 +51,8 @@ def psis(log_weights) -> tuple[np.ndarray, float]:
             x[tail] = np.log(_gpd_quantile(probs, khat, sigma) + math.exp(cutoff))
             x[x > 0] = 0.0
     m = x.max()
-    x = x - (m + math.log(np.exp(x - m).sum()))
-    return x, float(khat)
+    full[~zero] = x - (m + math.log(np.exp(x - m).sum()))
+    return full, float(khat)
 
 
 def _gpd_fit(x: np.ndarray) -> tuple[float, float]:

@@ -23,7 +23,7 @@ from varbayes._validation import check_int
 
 __all__ = ["ModelGuide", "guide", "sites_of"]
 
-FAMILIES = ("auto", "fullrank", "meanfield", "block", "lowrank", "laplace", "map", "flow")
+FAMILIES = ("auto", "fullrank", "meanfield", "block", "lowrank", "laplace", "map", "flow", "nested")
 
 
 @dataclass(frozen=True)
