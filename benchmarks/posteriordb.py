@@ -15,7 +15,8 @@ Each posterior (``../shared/posteriordb``, see ``examples/posteriordb/``) is fit
   (a flat prior) cannot be sampled;
 * varbayes ``vi.fit(model)`` with its defaults (its own stopping rule, so its step count
   is its own), mean-field, full-rank and ``"auto"`` (the default: full rank, continued as
-  a normalizing flow when the full-rank k̂ > 0.7), on the translations in
+  the nested Laplace family, and then a normalizing flow, when the full-rank k̂ > 0.7),
+  on the translations in
   ``examples/posteriordb/``. ``--numpyro-guides`` adds NumPyro's own flow guides
   (``AutoIAFNormal``, ``AutoBNAFNormal``) with their defaults beside it.
 
