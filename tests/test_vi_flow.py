@@ -71,9 +71,9 @@ BANANA = {"b": torch.tensor(1.0, dtype=D64), "sigma": torch.tensor(0.5, dtype=D6
 
 def test_a_flow_fits_a_banana_the_full_rank_gaussian_cannot():
     """On the banana the full-rank Gaussian is far off (k̂ > 0.7, sd of x₂ too small); the
-    flow (the default fit's fallback after the nested family) brings k̂ under 0.7 and the ELBO to within
-    0.02 of log p(x) = 0, and its (importance-resampled) draws have the exact moments:
-    E x₂ = 1, sd x₂ = √2.25 = 1.5, sd x₁ = 1."""
+    flow (the default fit's fallback after the nested family) brings k̂ under 0.7 and the
+    ELBO to within 0.02 of log p(x) = 0, and its (importance-resampled) draws have the
+    exact moments: E x₂ = 1, sd x₂ = √2.25 = 1.5, sd x₁ = 1."""
     model = vi.Model(banana, BANANA)
     with pytest.warns(vi.PSISWarning, match="try guide='flow'"):
         full = vi.fit(model, "fullrank")

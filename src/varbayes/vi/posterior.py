@@ -1,4 +1,4 @@
-"""The fitted posterior: q(z) (a Gaussian or a flow) on the unconstrained z, and what it answers.
+"""The fitted posterior: q(z) (a Gaussian, a nested Laplace or a flow) on the unconstrained z.
 
 ``Posterior.sample(n)`` draws z ~ q, maps them through the model's bijections and
 returns named draws θ in the constrained space (latents and derived values). When the
@@ -120,10 +120,12 @@ class Posterior:
     ----------
     model : the model fitted.
     q : q(z) over the unconstrained z (a torch Distribution, event ``(D,)``: a Gaussian,
-        or the :class:`~varbayes.vi.flow.Flow` of the ``"flow"`` family).
+        the :class:`~varbayes.vi.nested.NestedLaplace` of the ``"nested"`` family, or the
+        :class:`~varbayes.vi.flow.Flow` of the ``"flow"`` family).
     guide : the family's name (``"fullrank"``, ``"meanfield"``, ``"lowrank"``, ``"block"``,
-        ``"flow"``, ``"map"``, ``"laplace"``).
-    elbo : a fresh Monte Carlo estimate of ELBO(q) with its standard error ``elbo_se``.
+        ``"nested"``, ``"flow"``, ``"map"``, ``"laplace"``).
+    elbo : a fresh Monte Carlo estimate of ELBO(q) with its standard error ``elbo_se``
+        (-∞ when some draws of q fall where p(x, z) = 0; k̂ is then that of the others).
     khat : the PSIS k̂ of q (∞ for a point mass).
     trace : the objective after each optimizer iteration; ``steps`` their number.
     converged : whether the stopping rule held (see :func:`varbayes.vi.fit`).
