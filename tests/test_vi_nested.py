@@ -85,6 +85,29 @@ def test_the_posterior_of_the_global_matches_quadrature():
     assert float(s.std()) == pytest.approx(sd, rel=0.03)
 
 
+def test_the_local_site_is_the_largest_wherever_it_is_declared():
+    """The same posterior non-centred, its local site declared first (as posteriordb's
+    eight schools does): x̃ ~ N(0, I), s ~ LogNormal(0, 0.5), y ~ N(s x̃, 1). The split
+    takes x̃ as local (the largest site), and the posterior of s is the quadrature's."""
+
+    def non_centred(m):
+        x_tilde = m.latent("x_tilde", dist.Normal(torch.zeros(3, dtype=D64), 1.0))
+        s = m.latent("s", dist.LogNormal(torch.tensor(0.0, dtype=D64), 0.5))
+        m.observe("y", dist.Normal(s[..., None] * x_tilde, 1.0), torch.tensor(Y, dtype=D64))
+
+    model = vi.Model(non_centred)
+    order, d_g, _ = nested_split(model)
+    assert order.tolist() == [3, 0, 1, 2] and d_g == 1
+    post = vi.fit(model, "nested")
+    z, log_q = post.q.draw(100, torch.Generator().manual_seed(5))
+    assert torch.allclose(post.q.log_prob(z), log_q, atol=1e-9)
+    mean, sd = _quadrature_moments()
+    s = post.sample(20_000)["s"]
+    assert post.khat < 0.7
+    assert float(s.mean()) == pytest.approx(mean, abs=0.03 * sd)
+    assert float(s.std()) == pytest.approx(sd, rel=0.03)
+
+
 def test_the_default_fit_takes_the_nested_family_on_a_banana():
     """x₂ | x₁ ~ N(x₁², 0.5²): the full-rank k̂ is above 0.7; the nested family is exact
     in x₂ given x₁, so "auto" returns it, with the exact moments E x₂ = 1, sd x₂ = 1.5."""
@@ -106,11 +129,13 @@ def test_models_without_a_small_global_part_are_refused():
     def one_site(m):
         m.latent("x", dist.Normal(torch.zeros(3, dtype=D64), 1.0))
 
-    def wide(m):
-        m.latent("g", dist.Normal(torch.zeros(MAX_GLOBAL + 1, dtype=D64), 1.0))
-        m.latent("x", dist.Normal(torch.zeros(2, dtype=D64), 1.0))
+    def wide(m):  # the largest site, x, leaves 10 global coordinates
+        m.latent("a", dist.Normal(torch.zeros(5, dtype=D64), 1.0))
+        m.latent("x", dist.Normal(torch.zeros(6, dtype=D64), 1.0))
+        m.latent("b", dist.Normal(torch.zeros(5, dtype=D64), 1.0))
 
-    for fn, why in ((one_site, "one latent site"), (wide, f"at most {MAX_GLOBAL}")):
+    assert 10 > MAX_GLOBAL
+    for fn, why in ((one_site, "one latent site"), (wide, "'x'\\) hold 10 coordinates")):
         model = vi.Model(fn)
         assert nested_split(model)[0] is None
         with pytest.raises(ValueError, match=why):

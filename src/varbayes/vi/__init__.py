@@ -37,7 +37,7 @@ be tensors depending on other latents), plus :data:`ordered_vector`,
   ``"meanfield"``, ``"block"``, ``"lowrank"``, ``"laplace"``, ``"map"``, ``"nested"``,
   ``"flow"``), :func:`find_map`, :func:`laplace`;
 * :mod:`~varbayes.vi.nested`    — :class:`~varbayes.vi.nested.NestedLaplace`: the global
-  latents importance-sampled, the last site by a Laplace approximation at each draw;
+  latents importance-sampled, the largest site by a Laplace approximation at each draw;
 * :mod:`~varbayes.vi.flow`      — :class:`~varbayes.vi.flow.Flow`: the full-rank fit bent
   by affine coupling layers, fitted by stochastic gradient ascent;
 * :mod:`~varbayes.vi.spec`      — :func:`guide`: a family bound to a model's sites

@@ -38,10 +38,10 @@ Families λ over w (D the length of z):
                 that is not close to Gaussian (the full-rank k̂ > 0.7), at the cost of
                 ``num_steps`` stochastic steps (tens of seconds).
 ``"nested"``    the full-rank fit, then an embedded Laplace approximation
-                (:mod:`varbayes.vi.nested`): the earlier sites g from a Student-t fitted by
-                importance sampling, the last site l | g ~ N(l̂(g), P(g)⁻¹) at its
-                conditional mode (Newton's method per draw); for a hierarchical model
-                whose earlier sites hold at most 8 coordinates. Seconds.
+                (:mod:`varbayes.vi.nested`): the largest site l | g ~ N(l̂(g), P(g)⁻¹)
+                at its conditional mode (Newton's method per draw), the other sites g
+                from a Student-t fitted by importance sampling; for a hierarchical model
+                whose other sites hold at most 8 coordinates. Seconds.
 ``"auto"``      (the default) ``"fullrank"``; when the full-rank k̂ > 0.7, i.e. exactly
                 when the Gaussian answer could not be trusted, continued as ``"nested"``
                 (where it applies) and, if that k̂ is above 0.7 too, as ``"flow"``. The

@@ -1,11 +1,12 @@
 """The ``"nested"`` family: an embedded Laplace approximation for a hierarchical model.
 
-Split z = (g, l): l the unconstrained values of the model's **last latent site** (the
-local values: a Gaussian process's f̃, a hierarchy's group effects), g all the earlier
-ones (the global parameters: scales, length scales). In many hierarchical models
-p(l | g, x) is close to Gaussian for each g while the joint is not: the posterior is a
-curved ridge in (g, l), and the KL(q || p)-optimal Gaussian is short along it (on
-gp_pois_regr, sds of ρ and α about 0.4 of the reference's, k̂ 0.86). The family is
+Split z = (g, l): l the unconstrained values of the model's **largest latent site** (the
+last of them on a tie: the local values, a Gaussian process's f̃, a hierarchy's group
+effects), g all the others (the global parameters: locations, scales, length scales).
+In many hierarchical models p(l | g, x) is close to Gaussian for each g while the joint
+is not: the posterior is a curved ridge in (g, l), and the KL(q || p)-optimal Gaussian is
+short along it (on gp_pois_regr, sds of ρ and α about 0.4 of the reference's, k̂ 0.86).
+The family is
 
     q(g, l) = t_ν(g; μ_g, Σ_g) · N(l; l̂(g), P(g)⁻¹),
 
@@ -33,7 +34,7 @@ are a deterministic function of g alone, so q is one fixed density.
 
 The cost is a few batched gradient calls of (d_l + 1) rows per draw and iteration, and
 it needs q(g) to be an adequate importance sampler in d_g dimensions: the family applies
-to models whose earlier sites hold at most :data:`MAX_GLOBAL` coordinates. On
+to models whose other sites hold at most :data:`MAX_GLOBAL` coordinates. On
 gp_pois_regr (d_g = 2, d_l = 11) it takes about 2 s on a 2-core VM, k̂ 0.1-0.5, where the
 flow takes 40 s.
 """
@@ -56,30 +57,48 @@ _CHUNK = 2048  # draws per batched Newton solve (memory: (d_l + 1) rows each)
 _LOG_2PI = math.log(2 * math.pi)
 
 
-def nested_split(model) -> tuple[int | None, str]:
-    """``(d_g, "")`` when the family applies to ``model`` (z[:d_g] global, the rest the last
-    latent site), else ``(None, why not)``."""
+def nested_split(model) -> tuple[torch.Tensor | None, int, str]:
+    """``(order, d_g, "")`` when the family applies to ``model``: ``z[:, order]`` puts the
+    d_g global coordinates first and the local site's after them; else ``(None, 0, why)``."""
     latents = model.latents
     if len(latents) < 2:
-        return None, "the model has one latent site (no global/local split)"
-    d_g = latents[-1].start
-    if not 1 <= d_g <= MAX_GLOBAL:
-        return None, f"the sites before the last hold {d_g} coordinates (at most {MAX_GLOBAL})"
-    return d_g, ""
+        return None, 0, "the model has one latent site (no global/local split)"
+    local = max(reversed(latents), key=lambda site: site.stop - site.start)
+    d_g = model.dim - (local.stop - local.start)
+    if d_g > MAX_GLOBAL:
+        return None, 0, (
+            f"the sites other than the largest ({local.name!r}) hold {d_g} coordinates "
+            f"(at most {MAX_GLOBAL})"
+        )
+    idx = torch.arange(model.dim)
+    is_local = (idx >= local.start) & (idx < local.stop)
+    return torch.cat([idx[~is_local], idx[is_local]]), d_g, ""
+
+
+class _Ordered:
+    """log p(x, z) of ``model`` for z in the family's order (global coordinates first)."""
+
+    def __init__(self, model, order):
+        self.model, self.inverse = model, torch.argsort(order)
+
+    def log_density(self, z):
+        return self.model.log_density(z[:, self.inverse])
 
 
 class NestedLaplace(Distribution):
     """q(z) = t_ν(g; ``loc_g``, ``scale_tril_g``) · N(l; l̂(g), P(g)⁻¹) (module docstring).
 
-    ``coef`` (F, d_l): the quadratic regression of l̂ on g that starts Newton's method
-    (features 1, g, g_i g_j for i ≤ j); ``model`` supplies log p(x, z)."""
+    ``order``: z[:, order] = (g, l) (:func:`nested_split`); ``start`` (F, d_l): the
+    quadratic regression of l̂ on g that starts Newton's method (features 1, g, g_i g_j for
+    i ≤ j); ``model`` supplies log p(x, z)."""
 
     arg_constraints = {}
     support = constraints.real_vector
     has_rsample = False
 
-    def __init__(self, model, d_g: int, loc_g, scale_tril_g, start):
-        self.model, self.d_g = model, d_g
+    def __init__(self, model, order, d_g: int, loc_g, scale_tril_g, start):
+        self.model, self.order, self.d_g = model, order, d_g
+        self.target = _Ordered(model, order)
         self.loc_g, self.scale_tril_g, self.start = loc_g, scale_tril_g, start
         self._mean = None
         super().__init__(event_shape=torch.Size([model.dim]), validate_args=False)
@@ -95,11 +114,11 @@ class NestedLaplace(Distribution):
             l_part = mode[:, self.d_g :] + _solve_upper(chol, e)
             zs.append(torch.cat([mode[:, : self.d_g], l_part], 1))
             lqs.append(_log_normal(e, chol))
-        z, log_ql = torch.cat(zs), torch.cat(lqs)
+        z, log_ql = torch.cat(zs)[:, self.target.inverse], torch.cat(lqs)
         return z, (log_qg + log_ql) if log_q else None
 
     def log_prob(self, value):
-        flat = value.reshape(-1, self.model.dim)
+        flat = value.reshape(-1, self.model.dim)[:, self.order]
         g, l_part = flat[:, : self.d_g], flat[:, self.d_g :]
         out = []
         for i in range(0, flat.shape[0], _CHUNK):
@@ -110,11 +129,11 @@ class NestedLaplace(Distribution):
         return (_log_t(g, self.loc_g, self.scale_tril_g) + torch.cat(out)).reshape(value.shape[:-1])
 
     def conditional(self, g):
-        """Newton's l̂(g) as z = (g, l̂) ``(n, D)``, and the Cholesky factor of P(g)
-        ``(n, d_l, d_l)`` (the identity where P is not positive definite)."""
+        """Newton's l̂(g) as (g, l̂) ``(n, D)`` (in the family's order), and the Cholesky
+        factor of P(g) ``(n, d_l, d_l)`` (the identity where P is not positive definite)."""
         z0 = torch.cat([g, _features(g) @ self.start], 1)
         with torch.enable_grad(), no_validation():
-            z, _, neg_h = newton(self.model, z0, self.d_g)
+            z, _, neg_h = newton(self.target, z0, self.d_g)
         chol, info = torch.linalg.cholesky_ex(neg_h)
         eye = torch.eye(neg_h.shape[-1], dtype=g.dtype, device=g.device)
         return z, torch.where((info == 0)[:, None, None], chol, eye)
@@ -205,10 +224,11 @@ def fit_nested(model, loc, scale_tril, generator, *, rounds: int = 2, draws: int
     """Fit the family from the full-rank fit N(``loc``, ``scale_tril`` ·ᵀ) (module
     docstring). Returns ``(NestedLaplace, message)``; a model it does not apply to is a
     ValueError saying why (see :func:`nested_split`)."""
-    d_g, why = nested_split(model)
-    if d_g is None:
+    order, d_g, why = nested_split(model)
+    if order is None:
         raise ValueError(f"guide='nested' does not apply: {why}")
-    cov = scale_tril @ scale_tril.T
+    target = _Ordered(model, order)
+    loc, cov = loc[order], (scale_tril @ scale_tril.T)[order][:, order]
     # E[l | g] under the full-rank fit, as a (linear) start for the first round
     cond = torch.linalg.solve(cov[:d_g, :d_g], cov[:d_g, d_g:])
     start = torch.zeros(_num_features(d_g), loc.shape[0] - d_g, dtype=loc.dtype)
@@ -219,11 +239,11 @@ def fit_nested(model, loc, scale_tril, generator, *, rounds: int = 2, draws: int
     modes, gs = [], []
     with torch.no_grad():
         for _ in range(rounds):
-            q = NestedLaplace(model, d_g, loc_g, scale_g, start)
+            q = NestedLaplace(model, order, d_g, loc_g, scale_g, start)
             g, log_qg = q._draw_g(draws, generator)
             mode, chol = q.conditional(g)
             with no_validation():
-                log_p = model.log_density(mode)
+                log_p = target.log_density(mode)
             half_log_det = chol.diagonal(dim1=-2, dim2=-1).log().sum(-1)
             # log p̃(g) - log q(g): the Laplace marginal against the proposal
             log_w = log_p + 0.5 * mode[:, d_g:].shape[1] * _LOG_2PI - half_log_det - log_qg
@@ -241,7 +261,7 @@ def fit_nested(model, loc, scale_tril, generator, *, rounds: int = 2, draws: int
         # the quadratic regression of l̂ on g that starts every later solve
         g_all, mode_all = torch.cat(gs), torch.cat(modes)
         start = torch.linalg.lstsq(_features(g_all), mode_all[:, d_g:]).solution
-    q = NestedLaplace(model, d_g, loc_g, scale_g, start)
+    q = NestedLaplace(model, order, d_g, loc_g, scale_g, start)
     ess = float(1 / (w * w).sum())
     return q, f"nested Laplace: q(g) from {rounds} rounds of {draws} draws (last ESS {ess:.0f})"
 
