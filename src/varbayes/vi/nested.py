@@ -66,9 +66,13 @@ def nested_split(model) -> tuple[torch.Tensor | None, int, str]:
     local = max(reversed(latents), key=lambda site: site.stop - site.start)
     d_g = model.dim - (local.stop - local.start)
     if d_g > MAX_GLOBAL:
-        return None, 0, (
-            f"the sites other than the largest ({local.name!r}) hold {d_g} coordinates "
-            f"(at most {MAX_GLOBAL})"
+        return (
+            None,
+            0,
+            (
+                f"the sites other than the largest ({local.name!r}) hold {d_g} coordinates "
+                f"(at most {MAX_GLOBAL})"
+            ),
         )
     idx = torch.arange(model.dim)
     is_local = (idx >= local.start) & (idx < local.stop)
