@@ -53,7 +53,7 @@ __all__ = ["MAX_GLOBAL", "NestedLaplace", "fit_nested", "nested_split"]
 #: The most global coordinates (d_g) the family importance-samples.
 MAX_GLOBAL = 8
 _DF = 10  # ν of q(g); an integer, so that χ²_ν is a sum of ν squared normals
-_CHUNK = 2048  # draws per batched Newton solve (memory: (d_l + 1) rows each)
+_MAX_ROWS = 16384  # rows of z per batched gradient call ((d_l + 1) per draw in Newton)
 _LOG_2PI = math.log(2 * math.pi)
 
 
@@ -103,6 +103,7 @@ class NestedLaplace(Distribution):
     def __init__(self, model, order, d_g: int, loc_g, scale_tril_g, start):
         self.model, self.order, self.d_g = model, order, d_g
         self.target = _Ordered(model, order)
+        self._chunk = max(1, _MAX_ROWS // (model.dim - d_g + 1))  # draws per Newton solve
         self.loc_g, self.scale_tril_g, self.start = loc_g, scale_tril_g, start
         self._mean = None
         super().__init__(event_shape=torch.Size([model.dim]), validate_args=False)
@@ -112,8 +113,8 @@ class NestedLaplace(Distribution):
         not finite at l̂ keep log q but have log p = -∞: zero importance weight)."""
         g, log_qg = self._draw_g(n, generator)
         zs, lqs = [], []
-        for i in range(0, n, _CHUNK):
-            mode, chol = self.conditional(g[i : i + _CHUNK])
+        for i in range(0, n, self._chunk):
+            mode, chol = self.conditional(g[i : i + self._chunk])
             e = _randn((mode.shape[0], self.model.dim - self.d_g), generator, g)
             l_part = mode[:, self.d_g :] + _solve_upper(chol, e)
             zs.append(torch.cat([mode[:, : self.d_g], l_part], 1))
@@ -125,9 +126,9 @@ class NestedLaplace(Distribution):
         flat = value.reshape(-1, self.model.dim)[:, self.order]
         g, l_part = flat[:, : self.d_g], flat[:, self.d_g :]
         out = []
-        for i in range(0, flat.shape[0], _CHUNK):
-            mode, chol = self.conditional(g[i : i + _CHUNK])
-            r = l_part[i : i + _CHUNK] - mode[:, self.d_g :]
+        for i in range(0, flat.shape[0], self._chunk):
+            mode, chol = self.conditional(g[i : i + self._chunk])
+            r = l_part[i : i + self._chunk] - mode[:, self.d_g :]
             e = (chol.transpose(-1, -2) @ r[..., None])[..., 0]  # e = Lᵀ(l - l̂), P = L Lᵀ
             out.append(_log_normal(e, chol))
         return (_log_t(g, self.loc_g, self.scale_tril_g) + torch.cat(out)).reshape(value.shape[:-1])
