@@ -65,6 +65,8 @@ def nested_split(model) -> tuple[torch.Tensor | None, int, str]:
         return None, 0, "the model has one latent site (no global/local split)"
     local = max(reversed(latents), key=lambda site: site.stop - site.start)
     d_g = model.dim - (local.stop - local.start)
+    if d_g < 1:
+        return None, 0, "the sites other than the largest hold no coordinates"
     if d_g > MAX_GLOBAL:
         return (
             None,
