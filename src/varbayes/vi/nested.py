@@ -172,8 +172,10 @@ class NestedLaplace(Distribution):
 def newton(model, z, d_g: int, max_iter: int = 20, tol: float = 1e-8):
     """Maximise log p(x, z) over z[:, d_g:] for each row of ``z`` (n, D), z[:, :d_g] held.
 
-    Returns ``(z, log p, -H)`` with H the forward-difference Hessian in l at the result
-    (rows where log p is not finite at the start are left as they are)."""
+    Returns ``(z, log p, -H)`` with H the forward-difference Hessian in l at the result,
+    or at the iterate before it when the result's gradient already meets the stopping
+    rule by that curvature (one gradient row per draw instead of d_l + 1). Rows where
+    log p is not finite at the start are left as they are."""
     lp, grad, neg_h = _value_grad_hessian(model, z, d_g)
     active = torch.nonzero(torch.isfinite(lp)).squeeze(1)
     eye = torch.eye(z.shape[1] - d_g, dtype=z.dtype, device=z.device)
@@ -201,9 +203,24 @@ def newton(model, z, d_g: int, max_iter: int = 20, tol: float = 1e-8):
             if bool(ok.all()):
                 break
             t = torch.where(ok, t, t / 4)
-        lp_new, g_new, h_new = _value_grad_hessian(model, trial, d_g)
-        z[active], lp[active], grad[active], neg_h[active] = trial, lp_new, g_new, h_new
+        lp_new, g_new = _value_grad(model, trial, d_g)
+        z[active], lp[active], grad[active] = trial, lp_new, g_new
+        s_new = torch.cholesky_solve(g_new[..., None], chol[keep])[..., 0]
+        done = torch.isfinite(lp_new) & ((g_new * s_new).sum(1) <= tol)
+        active = active[~done]  # the others: the curvature at their new point
+        if active.numel() == 0:
+            break
+        lp[active], grad[active], neg_h[active] = _value_grad_hessian(model, z[active], d_g)
     return z, lp, neg_h
+
+
+def _value_grad(model, z, d_g):
+    """log p (n,) and ∂/∂l (n, d_l) at the rows of ``z`` (0 where log p is not finite)."""
+    rows = z.detach().requires_grad_(True)
+    lp = model.log_density(rows)
+    finite = torch.isfinite(lp)
+    (grad,) = torch.autograd.grad(torch.where(finite, lp, 0.0).sum(), rows)
+    return lp.detach(), grad[:, d_g:]
 
 
 def _value_grad_hessian(model, z, d_g):
@@ -215,11 +232,8 @@ def _value_grad_hessian(model, z, d_g):
     rows = z.unsqueeze(0).repeat(d_l + 1, 1, 1)
     j = torch.arange(d_l, device=z.device)
     rows[1 + j, :, d_g + j] += step.T
-    rows = rows.reshape(-1, d).detach().requires_grad_(True)
-    lp = model.log_density(rows)
-    finite = torch.isfinite(lp)
-    (grad,) = torch.autograd.grad(torch.where(finite, lp, 0.0).sum(), rows)
-    lp, grad = lp.detach().view(d_l + 1, n), grad[:, d_g:].view(d_l + 1, n, d_l)
+    lp, grad = _value_grad(model, rows.reshape(-1, d), d_g)
+    lp, grad = lp.view(d_l + 1, n), grad.view(d_l + 1, n, d_l)
     hess = ((grad[1:] - grad[0]) / step.T[..., None]).transpose(0, 1)  # (n, j, :)
     hess = 0.5 * (hess + hess.transpose(1, 2))
     ok = torch.isfinite(lp).all(0) & torch.isfinite(hess).flatten(1).all(1)
