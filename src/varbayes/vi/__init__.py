@@ -38,6 +38,8 @@ be tensors depending on other latents), plus :data:`ordered_vector`,
   ``"flow"``), :func:`find_map`, :func:`laplace`;
 * :mod:`~varbayes.vi.nested`    — :class:`~varbayes.vi.nested.NestedLaplace`: the global
   latents importance-sampled, the largest site by a Laplace approximation at each draw;
+* :mod:`~varbayes.vi.drawn`     — the protocol both of those follow (``draw(n, generator)``
+  returns the draws and their log q), and the noise every fit draws;
 * :mod:`~varbayes.vi.flow`      — :class:`~varbayes.vi.flow.Flow`: the full-rank fit bent
   by affine coupling layers, fitted by stochastic gradient ascent;
 * :mod:`~varbayes.vi.spec`      — :func:`guide`: a family bound to a model's sites

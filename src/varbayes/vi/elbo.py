@@ -47,6 +47,7 @@ from torch.distributions import (
 )
 
 from varbayes._validation import check_int
+from varbayes.vi.drawn import randn
 
 __all__ = [
     "ESTIMATORS",
@@ -336,23 +337,17 @@ def _draw_explicit(q, shape, gen):
             x = t(x)
         return x
     if type(q) is Normal:
-        eps = _randn(shape + q.batch_shape, q.loc, gen)
+        eps = randn(shape + q.batch_shape, gen, q.loc)
         return q.loc + q.scale * eps
     if type(q) is MultivariateNormal:
-        eps = _randn(shape + q.batch_shape + q.event_shape, q.loc, gen)
+        eps = randn(shape + q.batch_shape + q.event_shape, gen, q.loc)
         return q.loc + (q.scale_tril @ eps.unsqueeze(-1)).squeeze(-1)
     if type(q) is LowRankMultivariateNormal:
         r = q.cov_factor.shape[-1]
-        e_w = _randn(shape + q.batch_shape + (r,), q.loc, gen)
-        e_d = _randn(shape + q.batch_shape + q.event_shape, q.loc, gen)
+        e_w = randn(shape + q.batch_shape + (r,), gen, q.loc)
+        e_d = randn(shape + q.batch_shape + q.event_shape, gen, q.loc)
         return q.loc + (q.cov_factor @ e_w.unsqueeze(-1)).squeeze(-1) + q.cov_diag.sqrt() * e_d
     return None
-
-
-def _randn(shape, like, gen):
-    if gen.device == like.device:
-        return torch.randn(shape, generator=gen, dtype=like.dtype, device=like.device)
-    return torch.randn(shape, generator=gen, dtype=like.dtype).to(like.device)
 
 
 # ---------------------------------------------------------------------- checks

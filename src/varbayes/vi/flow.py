@@ -52,9 +52,9 @@ import math
 
 import torch
 from torch import nn
-from torch.distributions import Distribution, constraints
 
 from varbayes.monitor import NonFiniteObjectiveError
+from varbayes.vi.drawn import DrawnDistribution, randn
 from varbayes.vi.svi import _make_optimizer
 
 __all__ = ["Flow", "fit_flow"]
@@ -177,27 +177,23 @@ def masks(d: int, blocks, num_layers: int, generator: torch.Generator, dtype) ->
     return out
 
 
-class Flow(Distribution):
+class Flow(DrawnDistribution):
     """q(z): z = m + L g(ε), ε ~ N(0, I), g a stack of affine coupling layers (see the
     module docstring). ``loc`` m (D,), ``scale_tril`` L (D, D), ``layers`` the
     ``nn.ModuleList`` of couplings. ``mean`` is the Monte Carlo mean of 4,096 draws
     (seed 0), computed once."""
 
-    arg_constraints = {}
-    support = constraints.real_vector
     has_rsample = True
 
     def __init__(self, loc: torch.Tensor, scale_tril: torch.Tensor, layers: nn.ModuleList):
         self.loc, self.scale_tril, self.layers = loc, scale_tril, layers
-        self._mean = None
         super().__init__(event_shape=loc.shape, validate_args=False)
 
     def draw(self, n: int, generator: torch.Generator | None = None, log_q: bool = True):
         """n draws z ``(n, D)`` and their log q(z) ``(n,)`` (None without ``log_q``),
         differentiable in λ."""
         d = self.loc.shape[0]
-        eps = torch.randn((n, d), generator=generator, dtype=self.loc.dtype)
-        eps = eps.to(self.loc.device)  # the generator is a CPU one (the fit's)
+        eps = randn((n, d), generator, self.loc)  # the fit's generator is a CPU one
         x, log_det = eps, eps.new_zeros(n)
         for layer in self.layers:
             x, s = layer(x, log_q)
@@ -226,13 +222,6 @@ class Flow(Distribution):
             y, s = layer.inverse(y, detach)
             log_det = log_det + s
         return self._log_q(y, log_det).reshape(value.shape[:-1])
-
-    @property
-    def mean(self):
-        if self._mean is None:
-            with torch.no_grad():
-                self._mean = self.draw(4096, torch.Generator().manual_seed(0))[0].mean(0)
-        return self._mean
 
 
 def fit_flow(

@@ -66,7 +66,7 @@ from varbayes.vi.flow import fit_flow
 from varbayes.vi.guides import Guide
 from varbayes.vi.model import Model, no_validation
 from varbayes.vi.nested import fit_nested, nested_split
-from varbayes.vi.posterior import Posterior, draw_with_log_q, point_mass
+from varbayes.vi.posterior import Posterior, draw_with_log_q, log_density_chunked, point_mass
 from varbayes.vi.psis import KHAT_THRESHOLD, psis
 from varbayes.vi.spec import FAMILIES, ModelGuide, from_posterior
 from varbayes.vi.spec import guide as guide_for
@@ -196,29 +196,27 @@ def fit_model(
         check = "the check (fresh draws for the ELBO and k̂)"
         with _phase(model, check):
             elbo, se, khat = _check(model, q, num_check, gen)
-        if guide == "nested" or (
-            guide == "auto" and khat > KHAT_THRESHOLD and nested_split(model)[0] is not None
-        ):
+        further = guide == "auto" and khat > KHAT_THRESHOLD  # the Gaussian is not trusted
+        if further or guide in ("nested", "flow"):
             info.update(fullrank_elbo=elbo, fullrank_khat=khat)
+        why = f" (full-rank k̂ {khat:.2f} > {KHAT_THRESHOLD})" if further else ""
+        if guide == "nested" or (further and nested_split(model)[0] is not None):
             with _phase(model, "the nested Laplace approximation (Newton's method per draw)"):
                 nested, nested_message = fit_nested(model, q.mean, q.scale_tril, gen)
             with _phase(model, check):
                 n_elbo, n_se, n_khat = _check(model, nested, num_check, gen)
             info.update(nested_khat=n_khat)
             if guide == "nested" or n_khat <= KHAT_THRESHOLD:
-                why = f" (full-rank k̂ {khat:.2f} > {KHAT_THRESHOLD})" if guide == "auto" else ""
                 q, elbo, se, khat = nested, n_elbo, n_se, n_khat
                 message = f"full rank {message}; {nested_message}{why}"
                 guide = "nested"
         if guide == "flow" or (guide == "auto" and khat > KHAT_THRESHOLD):
-            info.update(fullrank_elbo=elbo, fullrank_khat=khat)
             with _phase(model, "the flow (stochastic gradient ascent on the ELBO)"):
                 q, flow_trace, flow_ok, flow_message = fit_flow(
                     model, q.mean, q.scale_tril, gen, num_steps=num_steps
                 )
             trace, steps = trace + flow_trace, steps + len(flow_trace)
             converged = converged and flow_ok
-            why = f" (full-rank k̂ {khat:.2f} > {KHAT_THRESHOLD})" if guide == "auto" else ""
             message = f"full rank {message}; flow{why} {flow_message}"
             guide = "flow"
             with _phase(model, check):
@@ -555,20 +553,18 @@ def _check(model, q, n, gen):
     """Fresh-draw ELBO, its standard error, and PSIS k̂."""
     with torch.no_grad():
         z, log_q = draw_with_log_q(q, n, gen)
-        log_p = torch.cat([model.log_density(z[i : i + 1024]) for i in range(0, n, 1024)])
-    log_p = torch.nan_to_num(log_p, nan=-math.inf)  # a NaN density: p = 0 there, as in Stan
+        log_p = log_density_chunked(model, z)  # NaN: p = 0 there
     log_w = log_p - log_q
     finite = torch.isfinite(log_w)
-    if bool(finite.all()):
-        _, khat = psis(log_w.cpu().numpy())
-        return float(log_w.mean()), float(log_w.std() / math.sqrt(n)), khat
-    # q puts mass where p(x, z) = 0: the ELBO is -inf; k̂ is that of the other draws
-    # (zero weights), or ∞ with NaN, +∞ or fewer than half of the draws left.
-    zero = (log_p == -math.inf) & torch.isfinite(log_q)
+    # Draws where p(x, z) = 0 (log w = -∞ at a finite log q) are zero weights: the ELBO is
+    # then -∞ and k̂ that of the others; NaN, +∞ or fewer than half of the draws left: ∞.
+    zero = (log_w == -math.inf) & torch.isfinite(log_q)
     if not bool((finite | zero).all()) or int(finite.sum()) < n // 2:
         return -math.inf, math.inf, math.inf
-    _, khat = psis(torch.where(finite, log_w, -math.inf).cpu().numpy())
-    return -math.inf, math.inf, khat
+    _, khat = psis(log_w.cpu().numpy())
+    if not bool(finite.all()):
+        return -math.inf, math.inf, khat
+    return float(log_w.mean()), float(log_w.std() / math.sqrt(n)), khat
 
 
 def fit(model, guide=None, **options):

@@ -44,8 +44,8 @@ from __future__ import annotations
 import math
 
 import torch
-from torch.distributions import Distribution, constraints
 
+from varbayes.vi.drawn import DrawnDistribution, randn
 from varbayes.vi.model import no_validation
 
 __all__ = ["MAX_GLOBAL", "NestedLaplace", "fit_nested", "nested_split"]
@@ -65,17 +65,9 @@ def nested_split(model) -> tuple[torch.Tensor | None, int, str]:
         return None, 0, "the model has one latent site (no global/local split)"
     local = max(reversed(latents), key=lambda site: site.stop - site.start)
     d_g = model.dim - (local.stop - local.start)
-    if d_g < 1:
-        return None, 0, "the sites other than the largest hold no coordinates"
-    if d_g > MAX_GLOBAL:
-        return (
-            None,
-            0,
-            (
-                f"the sites other than the largest ({local.name!r}) hold {d_g} coordinates "
-                f"(at most {MAX_GLOBAL})"
-            ),
-        )
+    if not 1 <= d_g <= MAX_GLOBAL:
+        why = f"the sites other than the largest ({local.name!r}) hold {d_g} coordinates"
+        return None, 0, f"{why} (at least 1, at most {MAX_GLOBAL})"
     idx = torch.arange(model.dim)
     is_local = (idx >= local.start) & (idx < local.stop)
     return torch.cat([idx[~is_local], idx[is_local]]), d_g, ""
@@ -91,15 +83,13 @@ class _Ordered:
         return self.model.log_density(z[:, self.inverse])
 
 
-class NestedLaplace(Distribution):
+class NestedLaplace(DrawnDistribution):
     """q(z) = t_ν(g; ``loc_g``, ``scale_tril_g``) · N(l; l̂(g), P(g)⁻¹) (module docstring).
 
     ``order``: z[:, order] = (g, l) (:func:`nested_split`); ``start`` (F, d_l): the
     quadratic regression of l̂ on g that starts Newton's method (features 1, g, g_i g_j for
     i ≤ j); ``model`` supplies log p(x, z)."""
 
-    arg_constraints = {}
-    support = constraints.real_vector
     has_rsample = False
 
     def __init__(self, model, order, d_g: int, loc_g, scale_tril_g, start):
@@ -107,7 +97,6 @@ class NestedLaplace(Distribution):
         self.target = _Ordered(model, order)
         self._chunk = max(1, _MAX_ROWS // (model.dim - d_g + 1))  # draws per Newton solve
         self.loc_g, self.scale_tril_g, self.start = loc_g, scale_tril_g, start
-        self._mean = None
         super().__init__(event_shape=torch.Size([model.dim]), validate_args=False)
 
     def draw(self, n: int, generator: torch.Generator | None = None, log_q: bool = True):
@@ -117,7 +106,7 @@ class NestedLaplace(Distribution):
         zs, lqs = [], []
         for i in range(0, n, self._chunk):
             mode, chol = self.conditional(g[i : i + self._chunk])
-            e = _randn((mode.shape[0], self.model.dim - self.d_g), generator, g)
+            e = randn((mode.shape[0], self.model.dim - self.d_g), generator, g)
             l_part = mode[:, self.d_g :] + _solve_upper(chol, e)
             zs.append(torch.cat([mode[:, : self.d_g], l_part], 1))
             lqs.append(_log_normal(e, chol))
@@ -147,26 +136,10 @@ class NestedLaplace(Distribution):
 
     def _draw_g(self, n, generator):
         """g ~ t_ν(loc, LLᵀ) = loc + L ε / √(χ²_ν / ν), and log q(g)."""
-        e = _randn((n, self.d_g + _DF), generator, self.loc_g)
+        e = randn((n, self.d_g + _DF), generator, self.loc_g)
         chi2 = (e[:, self.d_g :] ** 2).sum(1)
         g = self.loc_g + (e[:, : self.d_g] / (chi2 / _DF).sqrt()[:, None]) @ self.scale_tril_g.T
         return g, _log_t(g, self.loc_g, self.scale_tril_g)
-
-    def rsample(self, sample_shape=()):
-        raise NotImplementedError("the nested family has no reparameterized draws")
-
-    def sample(self, sample_shape=()):
-        shape = torch.Size(sample_shape)
-        z, _ = self.draw(max(1, shape.numel()))
-        return z[: shape.numel()].reshape(shape + self.event_shape)
-
-    @property
-    def mean(self):
-        """The Monte Carlo mean of 4,096 draws (seed 0), computed once."""
-        if self._mean is None:
-            with torch.no_grad():
-                self._mean = self.draw(4096, torch.Generator().manual_seed(0))[0].mean(0)
-        return self._mean
 
 
 def newton(model, z, d_g: int, max_iter: int = 20, tol: float = 1e-8):
@@ -317,8 +290,3 @@ def _log_normal(e, chol):
 def _solve_upper(chol, e):
     """L⁻ᵀ e per row (a draw of N(0, P⁻¹) for P = L Lᵀ)."""
     return torch.linalg.solve_triangular(chol.transpose(-1, -2), e[..., None], upper=True)[..., 0]
-
-
-def _randn(shape, generator, like):
-    out = torch.randn(shape, generator=generator, dtype=like.dtype)
-    return out.to(like.device)

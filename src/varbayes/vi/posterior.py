@@ -18,8 +18,7 @@ import torch
 from torch.distributions import Distribution, Independent, LowRankMultivariateNormal
 
 from varbayes._validation import check_int
-from varbayes.vi.flow import Flow
-from varbayes.vi.nested import NestedLaplace
+from varbayes.vi.drawn import DrawnDistribution, randn
 from varbayes.vi.psis import KHAT_THRESHOLD, psis
 
 __all__ = ["Posterior", "Summary", "draw_with_log_q", "point_mass"]
@@ -33,7 +32,7 @@ def draw_with_log_q(q, n: int, generator: torch.Generator | None = None):
     the :class:`~varbayes.vi.flow.Flow`, the :class:`~varbayes.vi.nested.NestedLaplace`; a
     point mass: log q = 0). Full rank: z = μ + Lε and log q =
     -Σ log L_dd - |ε|²/2 - (D/2) log 2π, from ε (no triangular solve)."""
-    if isinstance(q, (Flow, NestedLaplace)):
+    if isinstance(q, DrawnDistribution):
         with torch.no_grad():
             return q.draw(n, generator)
     loc = q.mean
@@ -42,10 +41,10 @@ def draw_with_log_q(q, n: int, generator: torch.Generator | None = None):
         return loc.expand(n, d).clone(), loc.new_zeros(n)
     if isinstance(q, LowRankMultivariateNormal):
         r = q.cov_factor.shape[-1]
-        e = _randn((n, d + r), generator, loc)
+        e = randn((n, d + r), generator, loc)
         z = loc + e[:, :d] * q.cov_diag.sqrt() + e[:, d:] @ q.cov_factor.T
         return z, q.log_prob(z)
-    eps = _randn((n, d), generator, loc)
+    eps = randn((n, d), generator, loc)
     if isinstance(q, Independent):
         scale = q.base_dist.scale
         z = loc + eps * scale
@@ -55,12 +54,6 @@ def draw_with_log_q(q, n: int, generator: torch.Generator | None = None):
         z = loc + eps @ L.T
         log_det = L.diagonal().log().sum()
     return z, -log_det - 0.5 * (eps * eps).sum(-1) - 0.5 * d * _LOG_2PI
-
-
-def _randn(shape, generator, like):
-    if generator is not None and generator.device != like.device:
-        return torch.randn(shape, generator=generator, dtype=like.dtype).to(like.device)
-    return torch.randn(shape, generator=generator, dtype=like.dtype, device=like.device)
 
 
 class _PointMass(Distribution):
@@ -160,8 +153,7 @@ class Posterior:
             return draw_with_log_q(self.q, n, generator)[0]
         z, log_q = draw_with_log_q(self.q, 4 * n, generator)
         with torch.no_grad():
-            log_p = _log_density_chunked(self.model, z)
-        log_p = torch.nan_to_num(log_p, nan=-math.inf)  # a NaN density: p = 0 there
+            log_p = log_density_chunked(self.model, z)
         log_w, _ = psis((log_p - log_q).cpu().numpy())
         probs = torch.as_tensor(np.exp(log_w), dtype=torch.float64)
         index = torch.multinomial(probs, n, replacement=True, generator=generator)
@@ -215,8 +207,11 @@ class Posterior:
         )
 
 
-def _log_density_chunked(model, z, chunk: int = 1024):
-    return torch.cat([model.log_density(z[i : i + chunk]) for i in range(0, z.shape[0], chunk)])
+def log_density_chunked(model, z, chunk: int = 1024):
+    """log p(x, z) at the rows of z, ``chunk`` rows at a time; a NaN density is p = 0
+    (-∞) there, as a rejection is in Stan."""
+    out = torch.cat([model.log_density(z[i : i + chunk]) for i in range(0, z.shape[0], chunk)])
+    return torch.nan_to_num(out, nan=-math.inf)
 
 
 def point_mass(loc: torch.Tensor) -> Distribution:
