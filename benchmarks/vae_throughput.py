@@ -17,9 +17,14 @@ batch 128, all 60,000 training images, the same number of epochs.
 
 Both report training samples/s per epoch (time of the training loop only) and the test
 loss per epoch (−ELBO per test image on grey levels, the reference's ``test()``
-metric, computed by one shared function). Run::
+metric, computed by one shared function). varbayes runs once per ``--precision`` (``fp32``,
+the default, and ``bf16-mixed``: the layers in bfloat16 under autocast), each also
+compiled with ``--compile``. ``--rounds R`` repeats the whole comparison R times in a
+row (reference first, then each varbayes variant); each round's ratios use that round's
+own reference, which keeps a machine whose speed drifts from biasing them. Run::
 
-    VARBAYES_DATA=/path/to/data python benchmarks/vae_throughput.py --epochs 2 --threads 1
+    VARBAYES_DATA=/path/to/data python benchmarks/vae_throughput.py --epochs 2 --threads 2 \
+        --precision fp32,bf16-mixed --compile --rounds 2
 """
 
 from __future__ import annotations
@@ -133,10 +138,12 @@ def run_reference(train, test, epochs, seed):
 
 
 # ------------------------------------------------------------------- varbayes
-def run_varbayes(train_x, test_x, epochs, seed, compile=False):
+def run_varbayes(train_x, test_x, epochs, seed, compile=False, precision="fp32"):
     cfg = VAEConfig(
-        hidden=(400,), latent_dim=20, binarize="none", val_size=0, epochs=epochs, seed=seed
-    )
+        hidden=(400,), latent_dim=20, binarize="none", val_size=0, epochs=epochs, seed=seed,
+        precision=precision,
+    )  # fmt: skip
+    name = f"varbayes {precision}" + (" + compile" if compile else "")
     rows = []
 
     def on_epoch_end(trainer, model, record):
@@ -154,7 +161,7 @@ def run_varbayes(train_x, test_x, epochs, seed, compile=False):
                 "test_loss": loss.mean().item(),
             }
         )
-        print("varbayes" + ("+compile" if compile else ""), rows[-1], flush=True)
+        print(name, rows[-1], flush=True)
 
     with tempfile.TemporaryDirectory() as d:
         t0 = time.perf_counter()
@@ -170,54 +177,68 @@ def run_varbayes(train_x, test_x, epochs, seed, compile=False):
     return rows, wall
 
 
+def mean_rate(rows):
+    """Training samples/s of the steady-state epochs (epoch 1 includes warm-up for both)."""
+    rows = rows[1:] if len(rows) > 1 else rows
+    return sum(r["samples_per_s"] for r in rows) / len(rows)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--epochs", type=int, default=2)
     ap.add_argument("--threads", type=int, default=1, help="torch intra-op threads (both)")
     ap.add_argument("--seed", type=int, default=1)
-    ap.add_argument("--compile", action="store_true", help="also time varbayes + torch.compile")
+    ap.add_argument(
+        "--precision", default="fp32", help="varbayes precisions, comma-separated (fp32,bf16-mixed)"
+    )
+    ap.add_argument("--compile", action="store_true", help="also time each with torch.compile")
+    ap.add_argument("--rounds", type=int, default=1, help="repeat the comparison this many times")
     ap.add_argument("--json", default=None, help="write the results here")
     args = ap.parse_args()
+    precisions = args.precision.split(",")
+    for p in precisions:
+        VAEConfig(precision=p)  # a bad name fails here, before any training
     torch.set_num_threads(args.threads)
     tr = load_mnist("train")
     te = load_mnist("test")
     train_x = tr.images.reshape(-1, 784).float() / 255
     test_x = te.images.reshape(-1, 784).float() / 255
 
-    t0 = time.perf_counter()
-    ref = run_reference((tr.images, tr.labels), (te.images, te.labels), args.epochs, args.seed)
-    ref_wall = time.perf_counter() - t0
-    vb, vb_wall = run_varbayes(train_x, test_x, args.epochs, args.seed)
-    results = {"reference": ref, "varbayes": vb, "wall_s": {"reference": ref_wall}}
-    results["wall_s"]["varbayes"] = vb_wall
-    if args.compile:
-        vc, vc_wall = run_varbayes(train_x, test_x, args.epochs, args.seed, compile=True)
-        results["varbayes_compile"] = vc
-        results["wall_s"]["varbayes_compile"] = vc_wall
-    results["machine"] = {
-        "cpu": platform.processor() or platform.machine(),
-        "torch": torch.__version__,
-        "threads": args.threads,
+    variants = [(p, False) for p in precisions] + (
+        [(p, True) for p in precisions] if args.compile else []
+    )
+    rounds = []
+    for _ in range(args.rounds):
+        t0 = time.perf_counter()
+        ref = run_reference((tr.images, tr.labels), (te.images, te.labels), args.epochs, args.seed)
+        out = {"reference": {"epochs": ref, "wall_s": time.perf_counter() - t0}}
+        for p, c in variants:
+            rows, wall = run_varbayes(train_x, test_x, args.epochs, args.seed, c, p)
+            name = f"varbayes {p}" + (" + compile" if c else "")
+            out[name] = {"epochs": rows, "wall_s": wall, "ratio": mean_rate(rows) / mean_rate(ref)}
+        rounds.append(out)
+
+    print(f"\n{'round':>5} {'epoch':>5} | {'':>28} samples/s | test loss | ratio")
+    for i, out in enumerate(rounds, 1):
+        for name, res in out.items():
+            for r in res["epochs"]:
+                ratio = f"{res['ratio']:.2f}x" if "ratio" in res and r is res["epochs"][-1] else ""
+                print(
+                    f"{i:>5} {r['epoch']:>5} | {name:>28} {r['samples_per_s']:9.0f} | "
+                    f"{r['test_loss']:9.2f} | {ratio}"
+                )
+    for name in rounds[0]:
+        if name != "reference":
+            ratios = ", ".join(f"{out[name]['ratio']:.2f}x" for out in rounds)
+            print(f"{name} / reference, training samples/s (each round): {ratios}")
+    results = {
+        "rounds": rounds,
+        "machine": {
+            "cpu": platform.processor() or platform.machine(),
+            "torch": torch.__version__,
+            "threads": args.threads,
+        },
     }
-
-    print(f"\n{'epoch':>5} | {'':>20} samples/s | test loss")
-    for name in [k for k in ("reference", "varbayes", "varbayes_compile") if k in results]:
-        for r in results[name]:
-            print(f"{r['epoch']:>5} | {name:>20} {r['samples_per_s']:9.0f} | {r['test_loss']:.2f}")
-
-    # Ratio of the steady-state epochs (epoch 1 includes warm-up for both).
-    def mean_rate(rows):
-        rows = rows[1:] if len(rows) > 1 else rows
-        return sum(r["samples_per_s"] for r in rows) / len(rows)
-
-    ratio = mean_rate(vb) / mean_rate(ref)
-    results["ratio_samples_per_s"] = ratio
-    print(f"varbayes / reference, training samples/s: {ratio:.2f}x")
-    if args.compile:
-        ratio_c = mean_rate(results["varbayes_compile"]) / mean_rate(ref)
-        results["ratio_samples_per_s_compile"] = ratio_c
-        print(f"varbayes+compile / reference: {ratio_c:.2f}x")
-    print(f"wall time (s): {json.dumps(results['wall_s'])}")
     if args.json:
         with open(args.json, "w") as f:
             json.dump(results, f, indent=2)

@@ -19,11 +19,19 @@ def test_json_round_trip_preserves_every_field(tmp_path):
         train_size=100,
         dataset="binarized-mnist",
         architecture="conv",
+        precision="bf16-mixed",
     )
     assert VAEConfig.from_json(cfg.to_json()) == cfg
     path = cfg.save(tmp_path / "c.json")
     back = VAEConfig.load(path)
     assert back == cfg and isinstance(back.hidden, tuple)
+
+
+def test_a_config_saved_before_precision_existed_loads_as_fp32():
+    """Runs saved before the ``precision`` field keep training in float32 on resume."""
+    old = VAEConfig().to_dict()
+    del old["precision"]
+    assert VAEConfig.from_dict(old).precision == "fp32"
 
 
 def test_binarization_default_depends_on_data_and_likelihood():
@@ -58,6 +66,7 @@ BAD = [
     ("batch_size", 0, ValueError),
     ("lr", 0.0, ValueError),
     ("lr_schedule", "cosine", ValueError),
+    ("precision", "fp16", ValueError),
     ("seed", -3, ValueError),
 ]
 

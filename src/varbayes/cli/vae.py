@@ -17,6 +17,7 @@ from varbayes.vae.config import (
     LIKELIHOODS,
     LR_SCHEDULES,
     OBJECTIVES,
+    PRECISIONS,
     PRIORS,
     VAEConfig,
 )
@@ -80,6 +81,16 @@ _CONFIG_OPTIONS = [
     ("--batch-size", "batch_size", int, None, "minibatch size"),
     ("--lr", "lr", float, None, "Adam learning rate"),
     ("--lr-schedule", "lr_schedule", str, LR_SCHEDULES, "learning-rate schedule"),
+    (
+        "--precision",
+        "precision",
+        str,
+        PRECISIONS,
+        "arithmetic of the training step; bf16-mixed: the layers in bfloat16 under autocast, "
+        "weights, Adam and the loss in float32 (measured 1.3-1.6x faster on a CPU with "
+        "AVX512-BF16; for CPUs with bfloat16 instructions or AMX and for GPUs with bfloat16; "
+        "it may be slower on CPUs without them)",
+    ),
     ("--seed", "seed", int, None, "seed of weights, data order and noise"),
 ]
 

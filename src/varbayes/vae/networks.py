@@ -4,7 +4,9 @@ The encoder maps a batch of images x, flattened to shape (B, D), to the paramete
 q(z|x) = N(μφ(x), diag σφ²(x)): it returns ``(loc, log_var)``, each (B, L). The decoder
 maps latents z of shape (..., L) to the parameters of p(x|z), shape (..., D) (logits or
 means, see :mod:`varbayes.vae.likelihoods`). Leading dimensions of z (e.g. k importance
-samples) are kept.
+samples) are kept. Outputs come back in the input's dtype: under bfloat16 autocast
+(``precision="bf16-mixed"``) only the layers run in bfloat16, and the latent and
+likelihood arithmetic after them stays in float32.
 """
 
 from __future__ import annotations
@@ -45,7 +47,7 @@ class MLPEncoder(nn.Module):
         self.net = _mlp([data_dim, *hidden, 2 * latent_dim], activation)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        out = self.net(x)
+        out = self.net(x).to(x.dtype)
         return out[..., : self.latent_dim], out[..., self.latent_dim :]
 
 
@@ -57,7 +59,7 @@ class MLPDecoder(nn.Module):
         self.net = _mlp([latent_dim, *reversed(hidden), data_dim], activation)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
-        return self.net(z)
+        return self.net(z).to(z.dtype)
 
 
 class ConvEncoder(nn.Module):
@@ -86,7 +88,7 @@ class ConvEncoder(nn.Module):
         )
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        out = self.head(self.conv(x.reshape(-1, 1, *self.image_shape)))
+        out = self.head(self.conv(x.reshape(-1, 1, *self.image_shape))).to(x.dtype)
         return out[..., : self.latent_dim], out[..., self.latent_dim :]
 
 
@@ -122,7 +124,7 @@ class ConvDecoder(nn.Module):
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         lead = z.shape[:-1]
         h = self.head(z.reshape(-1, z.shape[-1])).reshape(-1, *self.start)
-        return self.deconv(h).reshape(*lead, self.data_dim)
+        return self.deconv(h).reshape(*lead, self.data_dim).to(z.dtype)
 
 
 def build_networks(config: VAEConfig) -> tuple[nn.Module, nn.Module]:

@@ -529,9 +529,14 @@ class Trainer:
         beta = self._beta(state.step, run.n_batches)
         if self.compile:
             beta = torch.tensor(beta, device=x.device)
-        loss, sums = run.forward(
-            x, beta=beta, eps=eps, objective=cfg.objective, num_samples=cfg.num_samples, kl=cfg.kl
-        )
+        # bf16-mixed: the layers' matrix products in bfloat16, the rest float32 (networks.py)
+        with torch.autocast(
+            x.device.type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16-mixed"
+        ):
+            loss, sums = run.forward(
+                x, beta=beta, eps=eps, objective=cfg.objective,
+                num_samples=cfg.num_samples, kl=cfg.kl,
+            )  # fmt: skip
         run.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         run.optimizer.step()
