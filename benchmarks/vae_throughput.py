@@ -17,14 +17,16 @@ batch 128, all 60,000 training images, the same number of epochs.
 
 Both report training samples/s per epoch (time of the training loop only) and the test
 loss per epoch (−ELBO per test image on grey levels, the reference's ``test()``
-metric, computed by one shared function). varbayes runs once per ``--precision`` (``fp32``,
-the default, and ``bf16-mixed``: the layers in bfloat16 under autocast), each also
-compiled with ``--compile``. ``--rounds R`` repeats the whole comparison R times in a
-row (reference first, then each varbayes variant); each round's ratios use that round's
-own reference, which keeps a machine whose speed drifts from biasing them. Run::
+metric, computed by one shared function). ``--variants`` lists the varbayes runs, each
+``PRECISION[+compile][@BATCH:LR]``: ``fp32`` (the default) or ``bf16-mixed`` (the layers in
+bfloat16 under autocast), optionally ``torch.compile``d, optionally with another batch
+size and learning rate (the reference keeps 128 and 1e-3; compare the test losses).
+``--rounds R`` repeats the whole comparison R times in a row (reference first, then each
+variant); each round's ratios use that round's own reference, which keeps a machine whose
+speed drifts from biasing them. Run::
 
     VARBAYES_DATA=/path/to/data python benchmarks/vae_throughput.py --epochs 2 --threads 2 \
-        --precision fp32,bf16-mixed --compile --rounds 2
+        --variants fp32,bf16-mixed,bf16-mixed+compile,bf16-mixed@256:3e-3 --rounds 3
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import statistics
 import tempfile
 import time
 
@@ -138,12 +141,23 @@ def run_reference(train, test, epochs, seed):
 
 
 # ------------------------------------------------------------------- varbayes
-def run_varbayes(train_x, test_x, epochs, seed, compile=False, precision="fp32"):
+def parse_variant(text: str) -> dict:
+    """``PRECISION[+compile][@BATCH:LR]`` → the Trainer's settings (checked by VAEConfig)."""
+    head, _, tail = text.partition("@")
+    precision, _, comp = head.partition("+")
+    if comp not in ("", "compile"):
+        raise SystemExit(f"--variants: {text!r}: expected PRECISION[+compile][@BATCH:LR]")
+    batch, lr = (int(tail.split(":")[0]), float(tail.split(":")[1])) if tail else (128, 1e-3)
+    VAEConfig(precision=precision, batch_size=batch, lr=lr)  # a bad value fails here
+    return {"precision": precision, "compile": bool(comp), "batch_size": batch, "lr": lr}
+
+
+def run_varbayes(train_x, test_x, epochs, seed, name, variant):
     cfg = VAEConfig(
         hidden=(400,), latent_dim=20, binarize="none", val_size=0, epochs=epochs, seed=seed,
-        precision=precision,
+        precision=variant["precision"], batch_size=variant["batch_size"], lr=variant["lr"],
     )  # fmt: skip
-    name = f"varbayes {precision}" + (" + compile" if compile else "")
+    compile = variant["compile"]
     rows = []
 
     def on_epoch_end(trainer, model, record):
@@ -189,32 +203,28 @@ def main():
     ap.add_argument("--threads", type=int, default=1, help="torch intra-op threads (both)")
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument(
-        "--precision", default="fp32", help="varbayes precisions, comma-separated (fp32,bf16-mixed)"
+        "--variants",
+        default="fp32",
+        help="varbayes runs, comma-separated, each PRECISION[+compile][@BATCH:LR]",
     )
-    ap.add_argument("--compile", action="store_true", help="also time each with torch.compile")
     ap.add_argument("--rounds", type=int, default=1, help="repeat the comparison this many times")
     ap.add_argument("--json", default=None, help="write the results here")
     args = ap.parse_args()
-    precisions = args.precision.split(",")
-    for p in precisions:
-        VAEConfig(precision=p)  # a bad name fails here, before any training
+    variants = {v: parse_variant(v) for v in args.variants.split(",")}
     torch.set_num_threads(args.threads)
     tr = load_mnist("train")
     te = load_mnist("test")
     train_x = tr.images.reshape(-1, 784).float() / 255
     test_x = te.images.reshape(-1, 784).float() / 255
 
-    variants = [(p, False) for p in precisions] + (
-        [(p, True) for p in precisions] if args.compile else []
-    )
     rounds = []
     for _ in range(args.rounds):
         t0 = time.perf_counter()
         ref = run_reference((tr.images, tr.labels), (te.images, te.labels), args.epochs, args.seed)
         out = {"reference": {"epochs": ref, "wall_s": time.perf_counter() - t0}}
-        for p, c in variants:
-            rows, wall = run_varbayes(train_x, test_x, args.epochs, args.seed, c, p)
-            name = f"varbayes {p}" + (" + compile" if c else "")
+        for v, variant in variants.items():
+            name = f"varbayes {v}"
+            rows, wall = run_varbayes(train_x, test_x, args.epochs, args.seed, name, variant)
             out[name] = {"epochs": rows, "wall_s": wall, "ratio": mean_rate(rows) / mean_rate(ref)}
         rounds.append(out)
 
@@ -229,8 +239,11 @@ def main():
                 )
     for name in rounds[0]:
         if name != "reference":
-            ratios = ", ".join(f"{out[name]['ratio']:.2f}x" for out in rounds)
-            print(f"{name} / reference, training samples/s (each round): {ratios}")
+            each = [out[name]["ratio"] for out in rounds]
+            print(
+                f"{name} / reference, training samples/s: median {statistics.median(each):.2f}x "
+                f"(rounds: {', '.join(f'{r:.2f}x' for r in each)})"
+            )
     results = {
         "rounds": rounds,
         "machine": {

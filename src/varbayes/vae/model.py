@@ -28,6 +28,7 @@ Images enter as tensors of shape (B, H, W), (B, 1, H, W) or (B, H·W), floating 
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import NamedTuple
 
@@ -60,18 +61,30 @@ class ELBOTerms(NamedTuple):
     kl: torch.Tensor
 
 
-class _SampleLogDensities(NamedTuple):
-    """log p(x|z_i), log p(z_i), log q(z_i|x) of k draws z_i ~ q(z|x), each (k, B).
+class _SampleLogDensities:
+    """log p(x|z_i), log p(z_i), log q(z_i|x) of k draws z_i = μ + σ ⊙ ε_i, each (k, B).
 
-    With a prior that needs noise of its own (a second layer), log p(z_i) is its
-    one-sample estimate (:mod:`varbayes.vae.priors`).
+    log p(z_i) and log q(z_i|x) are computed on first use: the ELBO with the closed-form
+    KL needs neither. With a prior that needs noise of its own (a second layer), log p(z_i)
+    is its one-sample estimate (:mod:`varbayes.vae.priors`).
     """
 
-    log_px_z: torch.Tensor
-    log_pz: torch.Tensor
-    log_qz: torch.Tensor
-    loc: torch.Tensor  # (B, L), μφ(x)
-    scale: torch.Tensor  # (B, L), σφ(x)
+    def __init__(self, log_px_z, z, e, e_prior, loc, scale, log_prior):
+        self.log_px_z = log_px_z
+        self.z, self.e, self.e_prior = z, e, e_prior  # (k, B, L), (k, B, L), (k, B, prior noise)
+        self.loc, self.scale = loc, scale  # (B, L): μφ(x), σφ(x)
+        self._log_prior = log_prior
+
+    @functools.cached_property
+    def log_pz(self) -> torch.Tensor:
+        return self._log_prior(self.z, self.e_prior if self.e_prior.shape[-1] else None)
+
+    @functools.cached_property
+    def log_qz(self) -> torch.Tensor:
+        # log q(z|x) at z = μ + σ ⊙ ε is −½ Σ ε² − Σ log σ − (L/2) log 2π (same value and
+        # total gradient as scoring z, without the division).
+        e = self.e
+        return -0.5 * (e * e).sum(-1) - self.scale.log().sum(-1) - 0.5 * e.shape[-1] * _LOG_2PI
 
     @property
     def log_weights(self) -> torch.Tensor:
@@ -264,16 +277,8 @@ class VAE(nn.Module):
             eps = self._noise(k, x.shape[0], generator, loc)
         e, e_prior = eps[..., : self.latent_dim], eps[..., self.latent_dim :]
         z = loc + scale * e  # (k, B, L)
-        # log q(z|x) at z = μ + σ ⊙ ε is −½ Σ ε² − Σ log σ − (L/2) log 2π (same value and
-        # total gradient as scoring z, without the division).
-        log_qz = -0.5 * (e * e).sum(-1) - scale.log().sum(-1) - 0.5 * e.shape[-1] * _LOG_2PI
-        return _SampleLogDensities(
-            log_px_z=self.likelihood.log_prob(x, self.decoder(z)),
-            log_pz=self._log_prior(z, e_prior if e_prior.shape[-1] else None),
-            log_qz=log_qz,
-            loc=loc,
-            scale=scale,
-        )
+        log_px_z = self.likelihood.log_prob(x, self.decoder(z))
+        return _SampleLogDensities(log_px_z, z, e, e_prior, loc, scale, self._log_prior)
 
     def _kl_terms(self, d: _SampleLogDensities, kl: str) -> torch.Tensor:
         """KL(q(z|x) || p(z)) per datum (B,): closed form, or the mean of log q − log p."""
