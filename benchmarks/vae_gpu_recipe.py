@@ -73,7 +73,7 @@ def run_config(name: str, args, epochs: int, schedule: str) -> VAEConfig:
     return VAEConfig(
         **fields, batch_size=args.batch_size, lr=1e-3 * math.sqrt(args.batch_size / 20),
         lr_schedule=schedule, epochs=epochs, val_size=0, train_size=args.train_size,
-        seed=args.seed,
+        seed=args.seed, precision=args.precision,
     )  # fmt: skip
 
 
@@ -146,6 +146,12 @@ def main():
     ap.add_argument("--batch-size", type=int, default=100)
     ap.add_argument(
         "--compile-mode", default="reduce-overhead", help="torch.compile mode ('' for eager)"
+    )
+    ap.add_argument(
+        "--precision",
+        choices=("fp32", "bf16-mixed"),
+        default="fp32",
+        help="arithmetic of the training step (bf16-mixed: the layers in bfloat16)",
     )
     ap.add_argument("--log-every", type=int, default=200)
     ap.add_argument("--train-size", type=int, default=None, help="first N training images")
