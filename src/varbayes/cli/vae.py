@@ -87,7 +87,7 @@ _CONFIG_OPTIONS = [
         str,
         PRECISIONS,
         "arithmetic of the training step; bf16-mixed: the layers in bfloat16 under autocast, "
-        "weights, Adam and the loss in float32 (measured 1.3-1.6x faster on a CPU with "
+        "weights, Adam and the loss in float32 (measured about 1.3x faster on a CPU with "
         "AVX512-BF16; for CPUs with bfloat16 instructions or AMX and for GPUs with bfloat16; "
         "it may be slower on CPUs without them)",
     ),

@@ -106,11 +106,12 @@ class VAEConfig:
         (or stretched) into ``epochs`` (stage i takes 3^i/3280 of them).
     precision : arithmetic of the training step. ``"fp32"``: float32 throughout.
         ``"bf16-mixed"``: the encoder's and decoder's layers run in bfloat16 under
-        ``torch.autocast`` (their outputs come back as float32), while the weights, the
-        gradients, Adam, z = μ + σ ⊙ ε, log q, the KL and the log-likelihood stay
-        float32. For CPUs with bfloat16 instructions (AVX512-BF16, AMX) and GPUs with
-        bfloat16: 1.3-1.6x faster than ``"fp32"`` on an AMD EPYC with AVX512-BF16
-        (``benchmarks/vae_throughput.py``); it may be slower on CPUs without them.
+        ``torch.autocast`` and hand their outputs back as float32; z = μ + σ ⊙ ε, log q,
+        the KL and the log-likelihood are float32, and so are the weights and Adam (the
+        gradients reach it as float32). Meant for CPUs with bfloat16 instructions
+        (AVX512-BF16, AMX) and GPUs with bfloat16: on an AMD EPYC with AVX512-BF16 it
+        trained about 1.3x as many samples/s as ``"fp32"`` (1.0-1.6x over repeated runs,
+        ``benchmarks/vae_throughput.py``); it may be slower on CPUs without them.
         Evaluation is always float32.
     """
 
