@@ -173,3 +173,41 @@ def test_fit_recovers_an_exact_gaussian_posterior_and_names_its_draws():
     assert set(draws) == {"mu"} and draws["mu"].shape == (500,)
     se = math.sqrt(post_var / 4000)
     assert post.summary()["mu"]["mean"] == pytest.approx(post_mean, abs=5 * se)
+
+
+def _validating() -> bool:
+    try:
+        dist.Normal(torch.zeros(()), -torch.ones(()))
+    except ValueError:
+        return True
+    return False
+
+
+def test_no_validation_nests_and_restores_the_callers_setting():
+    """Argument checking is off inside the block and inside a nested one, back on after;
+    ``off=False`` inside turns it on for its own block only."""
+    from varbayes.vi.model import no_validation
+
+    before = _validating()
+    with no_validation():
+        assert not _validating()
+        with no_validation():
+            assert not _validating()
+        assert not _validating()
+        with no_validation(off=False):
+            assert _validating()
+        assert not _validating()
+    assert _validating() == before
+
+
+@pytest.mark.slow
+def test_log_density_compiles_in_one_graph_inside_a_no_validation_block():
+    """torch.compile(fullgraph=True) of a function calling Model.log_density (eight schools)
+    inside an outer no_validation block: no graph break, the eager value."""
+    from varbayes.vi.model import no_validation
+
+    model = vi.Model(eight_schools, data=EIGHT)
+    z = torch.randn(4, model.dim, dtype=model.dtype, generator=torch.Generator().manual_seed(0))
+    with no_validation():
+        compiled = torch.compile(lambda u: model.log_density(u).sum(), fullgraph=True)
+        assert torch.allclose(compiled(z), model.log_density(z).sum(), rtol=1e-12)

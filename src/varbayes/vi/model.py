@@ -508,6 +508,9 @@ def no_validation(off: bool = True):
     Inside another block the setting is known, so a nested block (every
     :meth:`Model.log_density` within a fit) does not probe torch for it."""
     before = _VALIDATING[-1] if _VALIDATING else _validation_on()
+    if _VALIDATING and before == (not off):  # already so: nothing to switch (and nothing
+        yield  # for torch.compile to trace through)
+        return
     Distribution.set_default_validate_args(not off)
     _VALIDATING.append(not off)
     try:
