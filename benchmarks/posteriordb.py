@@ -18,7 +18,10 @@ Each posterior (``../shared/posteriordb``, see ``examples/posteriordb/``) is fit
   the nested Laplace family, and then a normalizing flow, when the full-rank k̂ > 0.7),
   on the translations in
   ``examples/posteriordb/``. ``--numpyro-guides`` adds NumPyro's own flow guides
-  (``AutoIAFNormal``, ``AutoBNAFNormal``) with their defaults beside it.
+  (``AutoIAFNormal``, ``AutoBNAFNormal``) with their defaults beside it;
+* with ``--svi-unroll K[,K...]``, NumPyro AutoNormal's own recipe on the varbayes Model as
+  one ``torch.compile``d function of K steps (``run_compiled_svi``): the fastest generic
+  SVI step this project found with public torch APIs, to set its steps/s beside NumPyro's.
 
 Every tool runs in its default float dtype (float32). Reported per fit: steps, steps/s, wall
 time of the fit (compile included) and without compile, the final ELBO (a 2,000-particle
@@ -35,7 +38,7 @@ which keeps the density of beta1 flat, as Stan's program has it.
 
 Run: python benchmarks/posteriordb.py [--posteriors kidiq,garch] [--steps 10000]
      [--libs numpyro,pyro,varbayes] [--pyro-posteriors eight_schools,gp_pois_regr]
-     [--numpyro-guides AutoNormal,AutoMultivariateNormal,AutoIAFNormal]
+     [--numpyro-guides AutoNormal,AutoMultivariateNormal,AutoIAFNormal] [--svi-unroll 1,10]
 """
 
 from __future__ import annotations
@@ -322,6 +325,75 @@ def run_varbayes(name, data, guide, n_draws, seed):
     )  # fmt: skip
 
 
+def run_compiled_svi(name, data, steps, lr, unroll, n_draws, seed):
+    """Issue 9's "compile the whole step" candidate, written as a user would with public
+    APIs: NumPyro AutoNormal's recipe (mean-field Normal q, locations from init_to_uniform,
+    scales 0.1, one particle, Adam(lr), float32, ``steps`` steps) on the varbayes Model, as
+    one ``torch.compile(fullgraph=True)`` function that runs ``unroll`` steps per call
+    (``torch.func.grad`` of the one-particle negative ELBO, Adam written out). Timed: model
+    construction, the first call (compilation) and the steps."""
+    import posteriordb_models
+    import torch
+
+    from varbayes.vi.model import no_validation
+
+    t0 = time.perf_counter()
+    model = posteriordb_models.model(name, data, dtype=torch.float32)
+    d = model.dim
+    gen = torch.Generator().manual_seed(seed)
+
+    def loss(loc, log_scale, eps):
+        return -(model.log_density(loc + log_scale.exp() * eps).mean() + log_scale.sum())
+
+    grad = torch.func.grad(loss, argnums=(0, 1))
+
+    def adam(p, g, m, v, t):
+        m, v = 0.9 * m + 0.1 * g, 0.999 * v + 0.001 * g * g
+        return p - lr * (m / (1 - 0.9**t)) / ((v / (1 - 0.999**t)).sqrt() + 1e-8), m, v
+
+    def run(state, eps):  # eps: (unroll, 1, D)
+        loc, ls, m_loc, v_loc, m_ls, v_ls, t = state
+        for k in range(unroll):
+            g_loc, g_ls = grad(loc, ls, eps[k])
+            t = t + 1
+            loc, m_loc, v_loc = adam(loc, g_loc, m_loc, v_loc, t)
+            ls, m_ls, v_ls = adam(ls, g_ls, m_ls, v_ls, t)
+        return loc, ls, m_loc, v_loc, m_ls, v_ls, t
+
+    loc0 = torch.rand(d, generator=gen) * 4 - 2  # init_to_uniform: U(-2, 2), unconstrained
+    moments = [torch.zeros(d) for _ in range(4)]
+    state = (loc0, torch.full((d,), float(np.log(0.1))), *moments, torch.tensor(0.0))
+    calls = steps // unroll
+    with no_validation():
+        step = torch.compile(run, fullgraph=True, dynamic=False)
+        state = step(state, torch.randn(unroll, 1, d, generator=gen))
+        t1 = time.perf_counter()
+        for _ in range(calls - 1):
+            state = step(state, torch.randn(unroll, 1, d, generator=gen))
+        t2 = time.perf_counter()
+    loc, scale = state[0].double(), state[1].double().exp()
+    tool = f"varbayes compiled SVI step ({unroll} unrolled)"
+    n = calls - 1
+    if not (torch.isfinite(loc).all() and torch.isfinite(scale).all()):
+        nan = float("nan")
+        return Result(
+            name, tool, steps, n * unroll / (t2 - t1), t2 - t0, t2 - t1, nan, nan, nan, nan,
+            nan, "DIVERGED: NaN parameters after the steps",
+        )  # fmt: skip
+    m64 = posteriordb_models.model(name, data)
+    eps = torch.randn(2000, d, generator=gen, dtype=torch.float64)
+    with torch.no_grad():
+        lp = m64.log_density(loc + scale * eps)
+        entropy = scale.log().sum() + 0.5 * d * (1 + np.log(2 * np.pi))
+        elbo = float(torch.where(torch.isnan(lp), -torch.inf, lp).mean() + entropy)
+        z = loc + scale * torch.randn(n_draws, d, generator=gen, dtype=torch.float64)
+        err, lo, hi = accuracy(name, m64.constrain(z))
+    return Result(
+        name, tool, steps, n * unroll / (t2 - t1), t2 - t0, t2 - t1, elbo, err, lo, hi,
+        note=f"compile {t1 - t0:.1f} s",
+    )  # fmt: skip
+
+
 # --------------------------------------------------------------------------- table
 
 
@@ -357,6 +429,12 @@ def main(argv=None) -> int:
         default="AutoNormal,AutoMultivariateNormal",
         help="NumPyro autoguides (comma-separated), e.g. add AutoIAFNormal",
     )
+    p.add_argument(
+        "--svi-unroll",
+        default="",
+        help="also run varbayes' compiled SVI step with these unrolls (comma-separated, e.g. "
+        "1,10; with --libs varbayes-svi alone, only it)",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", default=None, help="also write the results to this JSON file")
     args = p.parse_args(argv)
@@ -371,6 +449,7 @@ def main(argv=None) -> int:
         runs = []
         if "varbayes" in libs:
             runs += [("varbayes", guide) for guide in ("meanfield", "fullrank", "auto")]
+        runs += [("varbayes-svi", int(k)) for k in args.svi_unroll.split(",") if k]
         if "numpyro" in libs:
             runs += [("numpyro", kind) for kind in args.numpyro_guides.split(",") if kind]
         if "pyro" in libs and name in pyro_names:
@@ -378,6 +457,8 @@ def main(argv=None) -> int:
         for lib, kind in runs:
             if lib == "varbayes":
                 r = run_varbayes(name, data, kind, args.draws, args.seed)
+            elif lib == "varbayes-svi":
+                r = run_compiled_svi(name, data, args.steps, args.lr, kind, args.draws, args.seed)
             elif lib == "numpyro":
                 r = run_numpyro(name, td, kind, args.steps, args.lr, args.draws, args.seed)
             else:
