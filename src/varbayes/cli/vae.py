@@ -87,9 +87,9 @@ _CONFIG_OPTIONS = [
         str,
         PRECISIONS,
         "arithmetic of the training step; bf16-mixed: the layers in bfloat16 under autocast, "
-        "weights, Adam and the loss in float32 (measured about 1.3x faster on a CPU with "
-        "AVX512-BF16; for CPUs with bfloat16 instructions or AMX and for GPUs with bfloat16; "
-        "it may be slower on CPUs without them)",
+        "weights, Adam and the loss in float32. For CPUs with bfloat16 instructions "
+        "(AVX512-BF16, AMX) and GPUs: about 1.3x the samples/s of fp32 on an AMD EPYC with "
+        "AVX512-BF16; it may be slower on CPUs without them",
     ),
     ("--seed", "seed", int, None, "seed of weights, data order and noise"),
 ]
