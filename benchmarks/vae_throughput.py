@@ -145,9 +145,10 @@ def parse_variant(text: str) -> dict:
     """``PRECISION[+compile][@BATCH:LR]`` → the Trainer's settings (checked by VAEConfig)."""
     head, _, tail = text.partition("@")
     precision, _, comp = head.partition("+")
-    if comp not in ("", "compile"):
-        raise SystemExit(f"--variants: {text!r}: expected PRECISION[+compile][@BATCH:LR]")
-    batch, lr = (int(tail.split(":")[0]), float(tail.split(":")[1])) if tail else (128, 1e-3)
+    batch, _, lr = tail.partition(":") if tail else ("128", "", "1e-3")
+    if comp not in ("", "compile") or not lr:
+        raise ValueError("expected PRECISION[+compile][@BATCH:LR]")
+    batch, lr = int(batch), float(lr)
     VAEConfig(precision=precision, batch_size=batch, lr=lr)  # a bad value fails here
     return {"precision": precision, "compile": bool(comp), "batch_size": batch, "lr": lr}
 
@@ -210,7 +211,12 @@ def main():
     ap.add_argument("--rounds", type=int, default=1, help="repeat the comparison this many times")
     ap.add_argument("--json", default=None, help="write the results here")
     args = ap.parse_args()
-    variants = {v: parse_variant(v) for v in args.variants.split(",")}
+    variants = {}
+    for v in args.variants.split(","):
+        try:
+            variants[v] = parse_variant(v)
+        except (TypeError, ValueError) as exc:
+            ap.error(f"--variants: {v!r}: {exc}")
     torch.set_num_threads(args.threads)
     tr = load_mnist("train")
     te = load_mnist("test")
