@@ -61,6 +61,12 @@ def main():
     ap.add_argument("--warmup-epochs", type=float, default=0.0, help="KL warm-up (ELBO)")
     ap.add_argument("--k-eval", type=int, default=5000)
     ap.add_argument("--test-size", type=int, default=None, help="first N test images")
+    ap.add_argument(
+        "--precision",
+        choices=("fp32", "bf16-mixed"),
+        default="fp32",
+        help="arithmetic of the training step (bf16-mixed: the layers in bfloat16)",
+    )
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
     ap.add_argument("--out", type=Path, default=Path("runs/vae_nll"))
@@ -85,6 +91,7 @@ def main():
         batch_size=args.batch_size,
         lr=args.lr,
         lr_schedule=args.lr_schedule,
+        precision=args.precision,
         val_size=0,
     )
     t0 = time.perf_counter()
@@ -110,6 +117,7 @@ def main():
         activation=args.activation,
         batch_size=args.batch_size,
         lr_schedule=args.lr_schedule,
+        precision=args.precision,
         epochs=result.epochs_done,
         train_s=train_s,
         eval_s=eval_s,
