@@ -507,3 +507,68 @@ def test_bf16_mixed_trains_every_model_kind_like_float32(tmp_path, extra):
         assert all(w.dtype == torch.float32 for w in r.model.parameters())
         ends.append(r.history[-1]["val_elbo"])
     assert abs(ends[1] - ends[0]) < 0.05
+
+
+def _subnormal_count(optimizer):
+    tiny = torch.finfo(torch.float32).tiny
+    return sum(
+        int(((t != 0) & (t.abs() < tiny)).sum())
+        for entry in optimizer.state.values()
+        for t in entry.values()
+        if t.dim() > 0
+    )
+
+
+def test_the_sweep_keeps_adam_moments_out_of_the_subnormal_range():
+    """Weights whose gradient turns to zero: real Adam steps drive their moments into the
+    subnormal range; sweeping every SUBNORMAL_SWEEP_EVERY steps keeps every moment normal
+    or zero and leaves the parameters as they are."""
+    from varbayes.vae.train import SUBNORMAL_SWEEP_EVERY, flush_subnormal_moments
+
+    g0 = torch.logspace(-8, 0, 400).reshape(20, 20)  # first gradients over 8 decades
+    runs = {}
+    for sweep in (False, True):
+        p = torch.nn.Parameter(torch.zeros(20, 20))
+        opt = torch.optim.Adam([p], lr=1e-3, fused=True)
+        counts = []
+        for t in range(1, 1001):
+            p.grad = g0.clone() if t == 1 else torch.zeros_like(p)
+            opt.step()
+            if sweep and t % SUBNORMAL_SWEEP_EVERY == 0:
+                flush_subnormal_moments(opt)
+            counts.append(_subnormal_count(opt))
+        runs[sweep] = (p.detach().clone(), counts)
+    assert max(runs[False][1]) > 0  # the scenario is real: plain Adam goes subnormal
+    assert max(runs[True][1]) == 0
+    assert torch.equal(runs[True][0], runs[False][0])
+
+
+def test_flush_subnormal_moments_zeroes_only_values_near_the_subnormal_range():
+    from varbayes.vae.train import flush_subnormal_moments
+
+    p = torch.nn.Parameter(torch.zeros(5))
+    opt = torch.optim.Adam([p])
+    p.grad = torch.ones(5)
+    opt.step()
+    st = opt.state[p]
+    vals = [1e-39, -3e-37, 2e-36, 1e-30, 0.5]  # subnormal, below 256·tiny twice, normal
+    st["exp_avg"].copy_(torch.tensor(vals))
+    st["exp_avg_sq"].copy_(torch.tensor(vals).abs())
+    step = st["step"].clone()
+    flush_subnormal_moments(opt)
+    assert st["exp_avg"].tolist() == pytest.approx([0, 0, 0, 1e-30, 0.5], rel=1e-6, abs=0)
+    assert st["exp_avg_sq"].tolist() == pytest.approx([0, 0, 0, 1e-30, 0.5], rel=1e-6, abs=0)
+    assert torch.equal(st["step"], step)
+
+
+def test_the_trainer_sweeps_every_32_steps(tmp_path, monkeypatch):
+    train_module = importlib.import_module("varbayes.vae.train")
+
+    calls = []
+    real = train_module.flush_subnormal_moments
+    monkeypatch.setattr(
+        train_module, "flush_subnormal_moments", lambda opt: calls.append(1) or real(opt)
+    )
+    cfg = CFG.replace(epochs=7, batch_size=5)  # 160 / 5 = 32 steps an epoch, 224 in all
+    train(cfg, tmp_path / "run", data=DATA, progress=False)
+    assert len(calls) == 224 // train_module.SUBNORMAL_SWEEP_EVERY

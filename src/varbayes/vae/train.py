@@ -25,6 +25,15 @@ and that epoch's permutation), so an interrupted run resumed on the same device 
 the same weights as an uninterrupted one. The initial weights are drawn from ``seed``
 inside :func:`torch.random.fork_rng`, so training never changes the global torch RNG.
 
+Subnormal moments: a weight whose gradient becomes exactly zero (a unit that stopped
+firing, a pixel blank in every later batch) keeps m_t = 0.9^t · m_0 and v_t = 0.999^t ·
+v_0, which pass through float32's subnormal range (below 1.2e-38), where x86 arithmetic
+is many times slower: Adam's step took 3.5 ms instead of 1.0 ms on an Intel Xeon. Every
+``SUBNORMAL_SWEEP_EVERY`` steps :func:`flush_subnormal_moments` sets moments smaller than
+2⁸ times the smallest normal number to zero, so none ever becomes subnormal. That
+changes a step by at most lr · 3e-36 / ε ≈ 3e-31 (m), or by a relative 2e-10 (v, beside
+ε = 1e-8 in √v + ε): below what a float32 weight can hold.
+
 Several processes (``torchrun --nproc_per_node=N``): each rank takes every N-th image of
 each global batch (same permutation on every rank, noise seeded ``seed + rank``),
 ``DistributedDataParallel`` averages the gradients, rank 0 alone logs and saves.
@@ -66,6 +75,8 @@ from varbayes.vae.model import VAE
 __all__ = ["TrainResult", "TrainState", "Trainer", "TrainingDivergedError", "train"]
 
 METRICS = "metrics.jsonl"
+# Adam's moments are swept for near-subnormal values every this many steps (see below).
+SUBNORMAL_SWEEP_EVERY = 32
 _REPEAT_S = 1.0  # a second SIGINT within this many seconds of the first is the same one
 
 
@@ -206,6 +217,21 @@ class _Run:
     train_x: torch.Tensor  # (N, D) on the device
     val_x: torch.Tensor  # (N_val, D) on the device
     n_batches: int
+
+
+def flush_subnormal_moments(optimizer: torch.optim.Optimizer) -> None:
+    """Zero the floating-point state entries (Adam's m and v) below 2⁸ · the smallest
+    normal number of their dtype, before they decay into the slow subnormal range.
+
+    Between two sweeps (``SUBNORMAL_SWEEP_EVERY`` = 32 steps) a moment shrinks by at
+    most 0.9³² ≈ 1/30 when its gradient is zero, so from above the threshold it cannot
+    reach a subnormal value; a zero moment stays zero (zero is fast).
+    """
+    with torch.no_grad():
+        for entry in optimizer.state.values():
+            for t in entry.values():
+                if isinstance(t, torch.Tensor) and t.is_floating_point() and t.dim() > 0:
+                    t.masked_fill_(t.abs() < torch.finfo(t.dtype).tiny * 256, 0.0)
 
 
 def _dist_info() -> tuple[int, int, int]:
@@ -544,6 +570,8 @@ class Trainer:
         state.batch_losses[state.batch] = loss.detach()
         state.batch += 1
         state.step += 1
+        if state.step % SUBNORMAL_SWEEP_EVERY == 0:
+            flush_subnormal_moments(run.optimizer)
         return x.shape[0]
 
     def _end_epoch(
