@@ -111,7 +111,9 @@ class VAEConfig:
         gradients reach it as float32). Meant for CPUs with bfloat16 instructions
         (AVX512-BF16, AMX) and GPUs with bfloat16: on an AMD EPYC with AVX512-BF16 it
         trained about 1.3x as many samples/s as ``"fp32"`` (1.0-1.6x over repeated runs,
-        ``benchmarks/vae_throughput.py``); it may be slower on CPUs without them.
+        ``benchmarks/vae_throughput.py``), and no faster than ``"fp32"`` on an Intel Xeon
+        with AMX for the 784-400-20 model (autocast's casts cost what the products
+        save); it may be slower on CPUs without them.
         Evaluation is always float32.
     """
 
