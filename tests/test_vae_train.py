@@ -14,6 +14,7 @@ import torch
 from varbayes.vae import VAE, VAEConfig
 from varbayes.vae.checkpoint import load_checkpoint, load_model, resolve_checkpoint
 from varbayes.vae.data import VAEData
+from varbayes.vae.precision import bf16_products, bf16_products_supported, step_precision
 from varbayes.vae.train import Trainer, TrainingDivergedError, train
 
 CFG = VAEConfig(image_shape=(6, 6), hidden=(24,), latent_dim=2, epochs=2, batch_size=16, val_size=0)
@@ -56,7 +57,7 @@ def test_training_raises_the_validation_elbo(tmp_path):
     assert [json.loads(s)["epoch"] for s in lines] == [1, 2, 3, 4, 5, 6]
 
 
-@pytest.mark.parametrize("precision", ["fp32", "bf16-mixed"])
+@pytest.mark.parametrize("precision", ["fp32", "bf16-mixed", "bf16-matmul"])
 def test_resumed_run_ends_with_the_same_weights(tmp_path, precision):
     """1 epoch + resume for a 2nd gives bit-identical weights to 2 epochs in one go (CPU)."""
     cfg = CFG.replace(precision=precision)
@@ -449,6 +450,61 @@ def test_bf16_mixed_runs_the_layers_in_bfloat16_and_the_rest_in_float32(tmp_path
     assert {dt for _, dt in seen32} == {torch.float32}
 
 
+def test_bf16_matmul_keeps_float32_tensors_and_restores_the_setting(tmp_path):
+    """bf16-matmul: every module of the training step outputs float32 (nothing is cast),
+    the weights stay float32, and oneDNN's process-wide setting is what it was after
+    training."""
+    before = torch.backends.mkldnn.matmul.fp32_precision, torch.backends.mkldnn.conv.fp32_precision
+    seen, r = _dtypes_seen_in_training(tmp_path, "bf16-matmul")
+    assert ("Linear", torch.float32) in seen and {dt for _, dt in seen} == {torch.float32}
+    assert all(p.dtype == torch.float32 for p in r.model.parameters())
+    after = torch.backends.mkldnn.matmul.fp32_precision, torch.backends.mkldnn.conv.fp32_precision
+    assert after == before
+
+
+@pytest.mark.skipif(not bf16_products_supported(), reason="no bfloat16 products on this CPU")
+def test_bf16_products_round_the_inputs_of_float32_products_only_inside():
+    """Inside ``bf16_products`` a float32 linear layer and a convolution equal float64
+    arithmetic on bfloat16-rounded inputs (to float32 accumulation error), not on the
+    exact inputs; outside, and after an exception inside, products are exact again."""
+    g = torch.Generator().manual_seed(0)
+    x, w = torch.randn(64, 256, generator=g), torch.randn(96, 256, generator=g)
+    img, k = torch.randn(4, 3, 16, 16, generator=g), torch.randn(8, 3, 4, 4, generator=g)
+
+    def rounded(t):
+        return t.bfloat16().double()
+
+    exact = torch.nn.functional.linear(x, w)
+    with bf16_products():
+        lin = torch.nn.functional.linear(x, w)
+        conv = torch.nn.functional.conv2d(img, k, stride=2)
+    assert lin.dtype == conv.dtype == torch.float32
+    lin_ref = rounded(x) @ rounded(w).T
+    conv_ref = torch.nn.functional.conv2d(rounded(img), rounded(k), stride=2)
+    assert (lin.double() - lin_ref).abs().max() < 1e-4 * lin_ref.abs().max()
+    assert (conv.double() - conv_ref).abs().max() < 1e-4 * conv_ref.abs().max()
+    assert (exact.double() - lin_ref).abs().max() > 1e-3 * lin_ref.abs().max()
+    with pytest.raises(RuntimeError, match="inside"), bf16_products():
+        raise RuntimeError("inside")
+    assert torch.equal(torch.nn.functional.linear(x, w), exact)
+
+
+def test_bf16_matmul_is_refused_off_the_cpu_and_warned_about_where_unsupported(
+    tmp_path, monkeypatch
+):
+    """On a GPU the oneDNN setting would change nothing: bf16-matmul is refused there,
+    naming the device; a CPU without bfloat16 products gets a warning, and an unknown
+    precision is refused."""
+    with pytest.raises(ValueError, match="precision='bf16-matmul'.*'cuda'.*bf16-mixed"):
+        step_precision("bf16-matmul", torch.device("cuda"))
+    with pytest.raises(ValueError, match="precision must be one of"):
+        step_precision("fp16", torch.device("cpu"))
+    trainer_module = importlib.import_module("varbayes.vae.train")
+    monkeypatch.setattr(trainer_module, "bf16_products_supported", lambda: False)
+    with pytest.warns(RuntimeWarning, match="no bfloat16 products"):
+        Trainer(CFG.replace(precision="bf16-matmul"), tmp_path / "r", data=DATA)
+
+
 def test_bf16_mixed_objective_and_gradient_agree_with_float32():
     """On one batch the bf16-mixed loss is within bfloat16 accuracy of the float32 loss
     (relative 1e-2; 8-bit mantissas) without being equal to it, and the two gradients
@@ -470,16 +526,21 @@ def test_bf16_mixed_objective_and_gradient_agree_with_float32():
     assert torch.nn.functional.cosine_similarity(grads[0], grads[1], dim=0) > 0.99
 
 
-def test_bf16_mixed_training_learns_as_float32_does(tmp_path):
+@pytest.mark.parametrize("precision", ["bf16-mixed", "bf16-matmul"])
+def test_reduced_precision_training_learns_as_float32_does(tmp_path, precision):
     """Six epochs (Gaussian decoder, the validation ELBO rises by about 90 nats) end within
-    0.5 nats of the float32 run's validation ELBO."""
+    0.5 nats of the float32 run's validation ELBO, with other weights than float32's
+    (the products were rounded) where the CPU has bfloat16 products."""
     cfg = CFG.replace(epochs=6, lr=3e-3, likelihood="gaussian")
-    ends = {}
-    for p in ("fp32", "bf16-mixed"):
-        r = train(cfg.replace(precision=p), tmp_path / p, data=DATA, progress=False)
-        ends[p] = r.history[-1]["val_elbo"]
-        assert r.history[-1]["val_elbo"] > r.history[0]["val_elbo"] + 20
-    assert abs(ends["bf16-mixed"] - ends["fp32"]) < 0.5
+    ends, runs = {}, {}
+    for p in ("fp32", precision):
+        runs[p] = train(cfg.replace(precision=p), tmp_path / p, data=DATA, progress=False)
+        ends[p] = runs[p].history[-1]["val_elbo"]
+        assert runs[p].history[-1]["val_elbo"] > runs[p].history[0]["val_elbo"] + 20
+    assert abs(ends[precision] - ends["fp32"]) < 0.5
+    if precision == "bf16-mixed" or bf16_products_supported():
+        a, b = runs["fp32"].model.parameters(), runs[precision].model.parameters()
+        assert any(not torch.equal(u, v) for u, v in zip(a, b, strict=True))
 
 
 @pytest.mark.parametrize(
@@ -492,16 +553,17 @@ def test_bf16_mixed_training_learns_as_float32_does(tmp_path):
     ],
     ids=["iwae", "vampprior", "two-layer", "conv"],
 )
-def test_bf16_mixed_trains_every_model_kind_like_float32(tmp_path, extra):
+@pytest.mark.parametrize("precision", ["bf16-mixed", "bf16-matmul"])
+def test_reduced_precision_trains_every_model_kind_like_float32(tmp_path, extra, precision):
     """IWAE, the VampPrior, two stochastic layers and the conv pair train under bf16-mixed
-    to a validation ELBO within 0.05 nats of float32's after 3 epochs, with float32
-    weights."""
+    and bf16-matmul to a validation ELBO within 0.05 nats of float32's after 3 epochs,
+    with float32 weights."""
     data = DATA
     if extra.get("architecture") == "conv":
         x = torch.rand(208, 8, 8, generator=torch.Generator().manual_seed(0))
         data = VAEData(x[:160], x[160:])
     ends = []
-    for p in ("fp32", "bf16-mixed"):
+    for p in ("fp32", precision):
         cfg = CFG.replace(epochs=3, precision=p, **extra)
         r = train(cfg, tmp_path / p, data=data, progress=False)
         assert all(w.dtype == torch.float32 for w in r.model.parameters())

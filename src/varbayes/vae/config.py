@@ -43,7 +43,7 @@ DATASET_DEFAULTS: dict[str, dict] = {
 """Per-data-set defaults that :meth:`VAEConfig.for_dataset` fills in (fields not given)."""
 BINARIZATIONS = ("auto", "dynamic", "none")
 LR_SCHEDULES = ("constant", "burda", "burda-scaled")
-PRECISIONS = ("fp32", "bf16-mixed")
+PRECISIONS = ("fp32", "bf16-mixed", "bf16-matmul")
 
 
 def _is_int(v) -> bool:

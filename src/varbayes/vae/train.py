@@ -49,6 +49,7 @@ import os
 import signal
 import threading
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -72,6 +73,7 @@ from varbayes.vae.checkpoint import (
 from varbayes.vae.config import VAEConfig
 from varbayes.vae.data import VAEData, load_vae_data
 from varbayes.vae.model import VAE
+from varbayes.vae.precision import bf16_products_supported, step_precision
 
 __all__ = ["TrainResult", "TrainState", "Trainer", "TrainingDivergedError", "train"]
 
@@ -291,6 +293,15 @@ class Trainer:
         if self.world > 1 and device.type == "cuda" and device.index is None:
             device = torch.device("cuda", local)
         self.device = device
+        # the context of one training step (refuses bf16-matmul off the CPU, before any file)
+        self._step_precision = step_precision(config.precision, device)
+        if config.precision == "bf16-matmul" and not bf16_products_supported():
+            warnings.warn(
+                "precision='bf16-matmul': this CPU's oneDNN has no bfloat16 products "
+                "(no AVX512-BF16 or AMX); the products stay float32",
+                RuntimeWarning,
+                stacklevel=2,
+            )
         self.compile = compile
         self.progress = progress
         self.verbose = verbose
@@ -556,16 +567,15 @@ class Trainer:
         beta = self._beta(state.step, run.n_batches)
         if self.compile:
             beta = torch.tensor(beta, device=x.device)
-        # bf16-mixed: the layers' matrix products in bfloat16, the rest float32 (networks.py)
-        with torch.autocast(
-            x.device.type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16-mixed"
-        ):
+        # forward and backward under cfg.precision (precision.py); Adam in float32
+        with self._step_precision.forward():
             loss, sums = run.forward(
                 x, beta=beta, eps=eps, objective=cfg.objective,
                 num_samples=cfg.num_samples, kl=cfg.kl,
             )  # fmt: skip
         run.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        with self._step_precision.backward():
+            loss.backward()
         run.optimizer.step()
         state.sums += sums
         state.batch_losses[state.batch] = loss.detach()
