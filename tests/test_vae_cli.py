@@ -71,12 +71,14 @@ def test_val_size_larger_than_mnist_rejected(tmp_path, mnist_root, capsys):
 
 
 def test_precision_flag_is_saved_with_the_run_and_checked(tmp_path, capsys):
-    """--precision bf16-mixed trains (scikit-learn's digits, no download) and is saved in
-    config.json; an unknown precision is refused by the parser with exit status 2."""
-    run = tmp_path / "run"
-    args = ["vae", "train", "--dataset", "digits", "--epochs", "1", "--out", str(run)]
-    assert main([*args, "--precision", "bf16-mixed", "--no-progress", "--no-plot"]) == 0
-    assert json.loads((run / "config.json").read_text())["precision"] == "bf16-mixed"
+    """--precision bf16-mixed and bf16-matmul train (scikit-learn's digits, no download)
+    and are saved in config.json; an unknown precision is refused by the parser with exit
+    status 2."""
+    for precision in ("bf16-mixed", "bf16-matmul"):
+        run = tmp_path / precision
+        args = ["vae", "train", "--dataset", "digits", "--epochs", "1", "--out", str(run)]
+        assert main([*args, "--precision", precision, "--no-progress", "--no-plot"]) == 0
+        assert json.loads((run / "config.json").read_text())["precision"] == precision
     with pytest.raises(SystemExit) as exc:
         main(["vae", "train", "--precision", "fp16", "--out", str(tmp_path / "x")])
     assert exc.value.code == 2

@@ -86,11 +86,14 @@ _CONFIG_OPTIONS = [
         "precision",
         str,
         PRECISIONS,
-        "arithmetic of the training step; bf16-mixed: the layers in bfloat16 under autocast, "
-        "weights, Adam and the loss in float32. For CPUs with bfloat16 instructions "
-        "(AVX512-BF16, AMX) and GPUs: about 1.3x the samples/s of fp32 on an AMD EPYC with "
-        "AVX512-BF16, no faster than fp32 on an Intel Xeon with AMX for a 784-400-20 "
-        "model; it may be slower on CPUs without them",
+        "arithmetic of the training step. bf16-matmul (CPU only): float32 tensors, "
+        "matrix products and convolutions from bfloat16-rounded inputs inside oneDNN, no "
+        "casts; bf16-mixed: the layers in bfloat16 under autocast, weights, Adam and the "
+        "loss in float32 (CPU or GPU). For CPUs with bfloat16 instructions (AVX512-BF16, "
+        "AMX): on an Intel Xeon with AMX, 784-400-20 model, bf16-matmul trained 1.1x the "
+        "samples/s of fp32 and bf16-mixed 1.03x; on an AMD EPYC with AVX512-BF16 "
+        "bf16-mixed 1.3x. Without those instructions bf16-mixed may be slower and "
+        "bf16-matmul keeps float32 products (with a warning)",
     ),
     ("--seed", "seed", int, None, "seed of weights, data order and noise"),
 ]

@@ -104,16 +104,20 @@ class VAEConfig:
         epochs at ``lr``·10^(−i/7) for i = 0, 1, …, 7 (3,280 epochs in all; the last
         rate is kept beyond them), or ``"burda-scaled"``: the same eight stages squeezed
         (or stretched) into ``epochs`` (stage i takes 3^i/3280 of them).
-    precision : arithmetic of the training step. ``"fp32"``: float32 throughout.
-        ``"bf16-mixed"``: the encoder's and decoder's layers run in bfloat16 under
-        ``torch.autocast`` and hand their outputs back as float32; z = μ + σ ⊙ ε, log q,
-        the KL and the log-likelihood are float32, and so are the weights and Adam (the
-        gradients reach it as float32). Meant for CPUs with bfloat16 instructions
-        (AVX512-BF16, AMX) and GPUs with bfloat16: on an AMD EPYC with AVX512-BF16 it
-        trained about 1.3x as many samples/s as ``"fp32"`` (1.0-1.6x over repeated runs,
-        ``benchmarks/vae_throughput.py``), and no faster than ``"fp32"`` on an Intel Xeon
-        with AMX for the 784-400-20 model (autocast's casts cost what the products
-        save); it may be slower on CPUs without them.
+    precision : arithmetic of the training step (:mod:`varbayes.vae.precision`). ``"fp32"``:
+        float32 throughout. ``"bf16-mixed"``: the encoder's and decoder's layers run in
+        bfloat16 under ``torch.autocast`` and hand their outputs back as float32;
+        z = μ + σ ⊙ ε, log q, the KL and the log-likelihood are float32, and so are the
+        weights and Adam (the gradients reach it as float32). ``"bf16-matmul"`` (CPU
+        only): every tensor stays float32, and oneDNN computes the matrix products and
+        convolutions from bfloat16-rounded inputs with float32 accumulation (the CPU's
+        counterpart of TF32), with no casts. Both are meant for CPUs with bfloat16
+        instructions (AVX512-BF16, AMX); ``"bf16-mixed"`` also for GPUs. Measured with
+        ``benchmarks/vae_throughput.py`` (784-400-20 model, batch 128): on an Intel Xeon
+        with AMX ``"bf16-matmul"`` trained 1.1x the samples/s of ``"fp32"`` and
+        ``"bf16-mixed"`` 1.03x; on an AMD EPYC with AVX512-BF16 ``"bf16-mixed"`` 1.3x
+        (1.0-1.6x over repeated runs). Without bfloat16 instructions ``"bf16-mixed"`` may
+        be slower and ``"bf16-matmul"`` keeps float32 products (the trainer warns).
         Evaluation is always float32.
     """
 
