@@ -117,13 +117,23 @@ class Guide(nn.Module):
         self, num_samples: int, generator: torch.Generator | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """θ = T(u), u = μ + Lε (reparameterized), and log q(θ), shapes ``(S, dim)`` and
-        ``(S,)``, with log q computed from ε:
+        ``(S,)``, with ε ~ N(0, I) of shape ``(S, noise_dim)`` from ``generator`` and log q
+        computed from ε (:meth:`rsample_from_noise`)."""
+        from varbayes.vi.drawn import randn
+
+        eps = randn((num_samples, self.noise_dim), generator, self.flat)
+        return self.rsample_from_noise(eps)
+
+    def rsample_from_noise(self, eps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """θ = T(u), u = μ + Lε, and log q(θ) for given noise ε of shape ``(S, noise_dim)``:
 
             log q(θ) = log q_u(u) - log |det ∂T/∂u|,  log q_u(u) = -log|det L| - |ε|²/2 - c.
-        """
-        from varbayes.vi.posterior import draw_with_log_q
 
-        u, log_q = draw_with_log_q(self.base_distribution(), num_samples, generator)
+        A pure function of ``flat`` and ε (so that it can be compiled or differentiated
+        with ``torch.func``)."""
+        from varbayes.vi.posterior import from_noise
+
+        u, log_q = from_noise(self.base_distribution(), eps)
         if self.transform is None:
             return u, log_q
         theta = self.transform(u)
@@ -132,6 +142,12 @@ class Guide(nn.Module):
         if extra > 0:
             ladj = ladj.sum(-1)
         return theta, log_q - ladj
+
+    @property
+    def noise_dim(self) -> int:
+        """The number of N(0, 1) variables behind one draw (udim, plus the rank for
+        :class:`LowRankNormal`)."""
+        return self.udim
 
     @property
     def loc(self) -> torch.Tensor:
@@ -290,6 +306,10 @@ class LowRankNormal(Guide):
         w.zero_()
         k = min(self.udim, self.rank)
         w[torch.arange(k), torch.arange(k)] = 1e-3 * init_scale
+
+    @property
+    def noise_dim(self) -> int:
+        return self.udim + self.rank
 
     @property
     def cov_factor(self) -> torch.Tensor:

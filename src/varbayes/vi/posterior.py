@@ -21,7 +21,7 @@ from varbayes._validation import check_int
 from varbayes.vi.drawn import DrawnDistribution, randn
 from varbayes.vi.psis import KHAT_THRESHOLD, psis
 
-__all__ = ["Posterior", "Summary", "draw_with_log_q", "point_mass"]
+__all__ = ["Posterior", "Summary", "draw_with_log_q", "from_noise", "noise_dim", "point_mass"]
 
 _LOG_2PI = math.log(2 * math.pi)
 
@@ -30,21 +30,37 @@ def draw_with_log_q(q, n: int, generator: torch.Generator | None = None):
     """n draws z ~ q and log q(z), shapes ``(n, D)`` and ``(n,)``, for the families a fit
     returns (``MultivariateNormal``, ``Independent(Normal)``, ``LowRankMultivariateNormal``,
     the :class:`~varbayes.vi.flow.Flow`, the :class:`~varbayes.vi.nested.NestedLaplace`; a
-    point mass: log q = 0). Full rank: z = μ + Lε and log q =
-    -Σ log L_dd - |ε|²/2 - (D/2) log 2π, from ε (no triangular solve)."""
+    point mass: log q = 0). The Gaussians draw ε ~ N(0, I) of shape ``(n,
+    noise_dim(q))`` from ``generator`` and hand it to :func:`from_noise`."""
     if isinstance(q, DrawnDistribution):
         with torch.no_grad():
             return q.draw(n, generator)
     loc = q.mean
-    d = loc.shape[-1]
     if isinstance(q, _PointMass):
-        return loc.expand(n, d).clone(), loc.new_zeros(n)
+        return loc.expand(n, loc.shape[-1]).clone(), loc.new_zeros(n)
+    return from_noise(q, randn((n, noise_dim(q)), generator, loc))
+
+
+def noise_dim(q) -> int:
+    """The number of N(0, 1) variables behind one draw of a Gaussian q: D, or D + r for
+    a rank-r ``LowRankMultivariateNormal``."""
+    d = q.event_shape[-1]
     if isinstance(q, LowRankMultivariateNormal):
-        r = q.cov_factor.shape[-1]
-        e = randn((n, d + r), generator, loc)
-        z = loc + e[:, :d] * q.cov_diag.sqrt() + e[:, d:] @ q.cov_factor.T
+        return d + q.cov_factor.shape[-1]
+    return d
+
+
+def from_noise(q, eps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """z = T(ε; λ) and log q(z) for a Gaussian q and noise ε of shape ``(n, noise_dim(q))``
+    (differentiable in q's parameters; a pure function of them and ε). Full rank:
+    z = μ + Lε and log q = -Σ log L_dd - |ε|²/2 - (D/2) log 2π, from ε (no triangular
+    solve); mean field the same with L = diag σ; low rank: z = μ + √d ⊙ ε₁ + W ε₂ and
+    q's own ``log_prob``."""
+    loc = q.mean
+    d = loc.shape[-1]
+    if isinstance(q, LowRankMultivariateNormal):
+        z = loc + eps[:, :d] * q.cov_diag.sqrt() + eps[:, d:] @ q.cov_factor.T
         return z, q.log_prob(z)
-    eps = randn((n, d), generator, loc)
     if isinstance(q, Independent):
         scale = q.base_dist.scale
         z = loc + eps * scale
