@@ -4,6 +4,7 @@ import functools
 import json
 import math
 import os
+import pickle
 
 import numpy as np
 import pytest
@@ -140,6 +141,9 @@ def test_compiled_generic_path_resumes_exactly():
     b = fit(model, g2, num_steps=30, rtol=0, window=10, seed=5, compile=True, state=a.state)
     assert torch.equal(g1.flat, g2.flat)
     assert r1.history == b.history
+    assert b.state.compiled is a.state.compiled  # the resumed call did not compile again
+    restored = pickle.loads(pickle.dumps(b.state))  # a pickled state drops it
+    assert restored.compiled is None and restored.step == 60
 
 
 def test_compile_refuses_what_it_cannot_compile_and_changes_nothing():

@@ -82,6 +82,7 @@ class CompiledGradient:
             )
         self.guide = guide
         self.shape = (num_particles, guide.noise_dim)
+        self._key = (model, guide, num_particles, estimator, stl, batch_size)
         adapter = _FromNoise(guide)
 
         def neg_elbo(flat, eps):
@@ -99,6 +100,12 @@ class CompiledGradient:
                 f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}); "
                 "pass compile=False"
             ) from exc
+
+    def matches(self, model, guide, num_particles, *, estimator=None, stl=False, batch_size=None):
+        """Whether this is the compiled gradient of these very objects and settings."""
+        estimator = "pathwise" if estimator is None else estimator
+        m, g, *setting = self._key
+        return m is model and g is guide and setting == [num_particles, estimator, stl, batch_size]
 
     def __call__(self, generator: torch.Generator | None) -> torch.Tensor:
         """Draw ε, write ∇λ(−ELBO) into ``guide.flat.grad``; returns the ELBO estimate."""

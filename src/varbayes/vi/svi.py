@@ -54,7 +54,8 @@ class SVIState:
     ``scheduler`` their ``state_dict`` s; ``rng`` the generator state; ``order`` and
     ``position`` the current epoch's permutation of the data and the next index in it
     (``None``/0 for full batch); ``monitor`` the ELBO history; ``best_params`` and
-    ``best_elbo`` the parameters at the best window-mean ELBO seen so far.
+    ``best_elbo`` the parameters at the best window-mean ELBO seen so far; ``compiled``
+    the compiled gradient of a ``compile=True`` run (reused on resume, never pickled).
     """
 
     step: int
@@ -67,6 +68,12 @@ class SVIState:
     monitor: MonitorState = field(default_factory=MonitorState)
     best_params: dict | None = None
     best_elbo: float = -math.inf
+    # the compiled gradient of a compile=True run, reused when the same model and guide
+    # resume from this state; not pickled (a state saved and loaded compiles afresh)
+    compiled: CompiledGradient | None = field(default=None, repr=False, compare=False)
+
+    def __getstate__(self):
+        return {**self.__dict__, "compiled": None}
 
 
 @dataclass
@@ -257,9 +264,10 @@ def fit(
     full_inputs = model.grad_inputs() if use_fast else None
     compiled = None
     if compile and not use_fast:  # the whole ELBO and its gradient as one graph
-        compiled = CompiledGradient(
-            model, guide, num_particles, estimator=estimator, stl=stl, batch_size=batch_size
-        )
+        setting = dict(estimator=estimator, stl=stl, batch_size=batch_size)
+        compiled = state.compiled if state is not None else None
+        if compiled is None or not compiled.matches(model, guide, num_particles, **setting):
+            compiled = CompiledGradient(model, guide, num_particles, **setting)
 
     def next_batch():
         nonlocal order, position
@@ -275,7 +283,6 @@ def fit(
     def step():
         """One step: ∇λ(-ELBO) into ``.grad`` (hand-derived or autograd), then the optimizer."""
         m = next_batch()
-        opt.zero_grad(set_to_none=True)
         if use_fast:
             flat = guide.flat
             noise = torch.randn(
@@ -290,6 +297,7 @@ def fit(
         elif compiled is not None:
             value = compiled(generator)
         else:
+            opt.zero_grad(set_to_none=True)
             e = elbo(
                 m,
                 guide,
@@ -387,6 +395,7 @@ def fit(
         monitor=copy.deepcopy(monitor.state),
         best_params=best_params,
         best_elbo=best_elbo,
+        compiled=compiled,
     )
     return SVIResult(guide, list(monitor.history), converged, new_state, message)
 
