@@ -337,7 +337,6 @@ def run_compiled_svi(name, data, steps, lr, unroll, n_draws, seed):
     import torch
 
     from varbayes.vi.model import no_validation
-    from varbayes.vi.posterior import log_density_chunked
 
     t0 = time.perf_counter()
     model = posteriordb_models.model(name, data, dtype=torch.float32)
@@ -376,14 +375,69 @@ def run_compiled_svi(name, data, steps, lr, unroll, n_draws, seed):
             for _ in range(calls - 1):
                 state = step(state, torch.randn(unroll, 1, d, generator=gen))
             t2 = time.perf_counter()
-    loc, scale = state[0].double(), state[1].double().exp()
     tool = f"varbayes compiled SVI step ({unroll} unrolled)"
-    n = calls - 1
+    n = (calls - 1) * unroll
+    return _meanfield_result(
+        name, data, tool, state[0], state[1].exp(), steps, n / (t2 - t1), t2 - t0, t2 - t1,
+        f"compile {t1 - t0:.1f} s", gen, n_draws,
+    )  # fmt: skip
+
+
+def run_svi_fit(name, data, steps, lr, n_draws, seed, compile=True):
+    """The library's generic SVI path: ``varbayes.vi.svi.fit(model, MeanFieldNormal(...),
+    compile=compile)`` (compiled: the whole ELBO and its gradient as one graph; eager: the
+    autograd path; both with the public fused Adam and the loop's monitor and checks) with
+    AutoNormal's recipe as above, all ``steps`` steps (tol = rtol = 0). Timed: model
+    construction, a first call of 10 steps (which compiles), then the rest resumed from its
+    state (the compiled gradient is reused); steps/s is the resumed call's."""
+    import posteriordb_models
+    import torch
+
+    from varbayes.monitor import NonFiniteObjectiveError
+    from varbayes.vi import MeanFieldNormal
+    from varbayes.vi.svi import fit
+
+    t0 = time.perf_counter()
+    model = posteriordb_models.model(name, data, dtype=torch.float32)
+    guide = MeanFieldNormal(model.dim, init_scale=0.1, dtype=torch.float32)
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        guide.loc.copy_(torch.rand(model.dim, generator=gen) * 4 - 2)  # init_to_uniform
+    kw = dict(lr=lr, seed=seed, tol=0.0, rtol=0.0, compile=compile, fast=False)
+    tool = f"varbayes svi.fit(compile={compile})"
+    try:
+        first = fit(model, guide, num_steps=10, **kw)
+        t1 = time.perf_counter()
+        r = fit(model, guide, num_steps=steps - 10, state=first.state, **kw)
+    except NonFiniteObjectiveError as exc:  # stopped and reported, parameters restored
+        t = time.perf_counter() - t0
+        nan = float("nan")
+        why = f"DIVERGED at step {exc.step}: stopped, not returned"
+        return Result(name, tool, steps, nan, t, t, nan, nan, nan, nan, nan, why)
+    t2 = time.perf_counter()
+    note = f"compile {t1 - t0:.1f} s; {r.message}"
+    loc, scale = guide.loc.detach(), guide.scale.detach()
+    rate = (steps - 10) / (t2 - t1)
+    return _meanfield_result(
+        name, data, tool, loc, scale, steps, rate, t2 - t0, t2 - t1, note, gen, n_draws
+    )
+
+
+def _meanfield_result(name, data, tool, loc, scale, steps, rate, wall, run_s, note, gen, n_draws):
+    """The Result of a fitted mean-field q = N(loc, diag scale²) on the unconstrained space:
+    its ELBO (2,000 float64 draws) and accuracy (``n_draws`` draws), or DIVERGED."""
+    import posteriordb_models
+    import torch
+
+    from varbayes.vi.posterior import log_density_chunked
+
+    loc, scale = loc.double(), scale.double()
+    d = loc.shape[0]
     if not (torch.isfinite(loc).all() and torch.isfinite(scale).all()):
         nan = float("nan")
         return Result(
-            name, tool, steps, n * unroll / (t2 - t1), t2 - t0, t2 - t1, nan, nan, nan, nan,
-            nan, "DIVERGED: NaN parameters after the steps",
+            name, tool, steps, rate, wall, run_s, nan, nan, nan, nan, nan,
+            "DIVERGED: NaN parameters after the steps",
         )  # fmt: skip
     m64 = posteriordb_models.model(name, data)
     eps = torch.randn(2000, d, generator=gen, dtype=torch.float64)
@@ -393,10 +447,7 @@ def run_compiled_svi(name, data, steps, lr, unroll, n_draws, seed):
         elbo = float(lp.mean() + entropy)
         z = loc + scale * torch.randn(n_draws, d, generator=gen, dtype=torch.float64)
         err, lo, hi = accuracy(name, m64.constrain(z))
-    return Result(
-        name, tool, steps, n * unroll / (t2 - t1), t2 - t0, t2 - t1, elbo, err, lo, hi,
-        note=f"compile {t1 - t0:.1f} s",
-    )  # fmt: skip
+    return Result(name, tool, steps, rate, wall, run_s, elbo, err, lo, hi, note=note)
 
 
 # --------------------------------------------------------------------------- table
@@ -440,6 +491,12 @@ def main(argv=None) -> int:
         help="also run varbayes' compiled SVI step with these unrolls (comma-separated, e.g. "
         "1,10; with --libs varbayes-svi alone, only it)",
     )
+    p.add_argument(
+        "--svi-fit",
+        default="",
+        help="also run the library's generic SVI path, svi.fit, with AutoNormal's recipe: "
+        "'compiled', 'eager' or both (comma-separated)",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", default=None, help="also write the results to this JSON file")
     args = p.parse_args(argv)
@@ -455,6 +512,7 @@ def main(argv=None) -> int:
         if "varbayes" in libs:
             runs += [("varbayes", guide) for guide in ("meanfield", "fullrank", "auto")]
         runs += [("varbayes-svi", int(k)) for k in args.svi_unroll.split(",") if k]
+        runs += [("varbayes-svi-fit", k == "compiled") for k in args.svi_fit.split(",") if k]
         if "numpyro" in libs:
             runs += [("numpyro", kind) for kind in args.numpyro_guides.split(",") if kind]
         if "pyro" in libs and name in pyro_names:
@@ -462,6 +520,8 @@ def main(argv=None) -> int:
         for lib, kind in runs:
             if lib == "varbayes":
                 r = run_varbayes(name, data, kind, args.draws, args.seed)
+            elif lib == "varbayes-svi-fit":
+                r = run_svi_fit(name, data, args.steps, args.lr, args.draws, args.seed, kind)
             elif lib == "varbayes-svi":
                 r = run_compiled_svi(name, data, args.steps, args.lr, kind, args.draws, args.seed)
             elif lib == "numpyro":

@@ -22,6 +22,9 @@ varbayes is run in several variants so that each trick's gain is visible:
 * ``fused step (default)``      — hand-derived ∇λ and one Adam update on the flat
   parameter vector (``torch.optim.Adam(fused=True)``): what ``fit`` does by default;
 * ``fused step + torch.compile``— the same function compiled (``fit(compile=True)``);
+* ``autograd path + torch.compile`` — the generic path compiled: the whole ELBO and its
+  gradient as one graph (``fit(fast=False, compile=True)``, :mod:`varbayes.vi.compiled`;
+  full batch only);
 * ``eager floor``               — not an SVI: the four data-sized kernels and torch's fused
   Adam alone, the least any eager PyTorch step launches (full batch only).
 
@@ -92,6 +95,8 @@ def varbayes_runner(X, y, batch_size, variant):
         kw.update(optimizer=functools.partial(_TorchAdam, lr=0.01))
     elif variant == "fused step + torch.compile":
         kw.update(compile=True)
+    elif variant == "autograd path + torch.compile":  # the generic path, full batch only
+        kw.update(fast=False, compile=True)
     guide = MeanFieldNormal(D, init_scale=0.1)
     with torch.no_grad():
         guide.loc.zero_()
@@ -179,6 +184,7 @@ VARIANTS = [
     "hand grads + torch Adam",
     "fused step (default)",
     "fused step + torch.compile",
+    "autograd path + torch.compile",
 ]
 
 
@@ -227,9 +233,16 @@ def main(argv=None) -> int:
         label = "full batch" if batch is None else f"minibatch {batch}"
         variants = VARIANTS
         if args.quick:
-            variants = ["autograd", "fused step (default)", "fused step + torch.compile"]
+            variants = [
+                "autograd",
+                "fused step (default)",
+                "fused step + torch.compile",
+                "autograd path + torch.compile",
+            ]
         if args.no_compile:
             variants = [v for v in variants if "compile" not in v]
+        if batch is not None:  # the generic path compiles the full-batch ELBO only
+            variants = [v for v in variants if v != "autograd path + torch.compile"]
         makers = [
             (f"varbayes: {v}", functools.partial(varbayes_runner, X, y, batch, v)) for v in variants
         ]
