@@ -33,6 +33,7 @@ from pathlib import Path
 import torch
 
 from varbayes.vae import VAEConfig
+from varbayes.vae.config import PRECISIONS
 from varbayes.vae.data import load_test_data
 from varbayes.vae.evaluate import evaluate, format_table
 from varbayes.vae.train import Trainer
@@ -63,9 +64,10 @@ def main():
     ap.add_argument("--test-size", type=int, default=None, help="first N test images")
     ap.add_argument(
         "--precision",
-        choices=("fp32", "bf16-mixed"),
+        choices=PRECISIONS,
         default="fp32",
-        help="arithmetic of the training step (bf16-mixed: the layers in bfloat16)",
+        help="arithmetic of the training step (bf16-mixed: the layers in bfloat16; "
+        "bf16-matmul: bfloat16 products of float32 tensors, CPU)",
     )
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
