@@ -90,8 +90,15 @@ class CompiledGradient:
             return -objective(model(theta), log_q, estimator=estimator)
 
         self._fn = torch.compile(torch.func.grad_and_value(neg_elbo), fullgraph=True, dynamic=False)
-        flat = guide.flat.detach()
-        try:  # compile now, on zero noise, so that a failure names the model at set-up
+        self.check()
+
+    def check(self) -> None:
+        """One call on zero noise with dynamo's guards evaluated: compiles at set-up (so
+        that a failure names the model there), and at the start of every later fit that
+        reuses this gradient recompiles if the model changed in a way the guards see
+        (a Python number it reads, a tensor's shape); the loop then skips the guards."""
+        flat = self.guide.flat.detach()
+        try:
             with no_validation():
                 self._fn(flat, flat.new_zeros(self.shape))
         except Exception as exc:  # the compiler's own exception types are private

@@ -266,7 +266,9 @@ def fit(
     if compile and not use_fast:  # the whole ELBO and its gradient as one graph
         setting = dict(estimator=estimator, stl=stl, batch_size=batch_size)
         compiled = state.compiled if state is not None else None
-        if compiled is None or not compiled.matches(model, guide, num_particles, **setting):
+        if compiled is not None and compiled.matches(model, guide, num_particles, **setting):
+            compiled.check()  # with guards: the model may have changed since
+        else:
             compiled = CompiledGradient(model, guide, num_particles, **setting)
 
     def next_batch():
