@@ -55,6 +55,8 @@ be tensors depending on other latents), plus :data:`ordered_vector`,
 * :mod:`~varbayes.vi.svi`       — stochastic VI of a guide module with exact resume
   (``fit(log_joint, guide_module, ...)``);
 * :mod:`~varbayes.vi.fastpath`  — its hand-derived mean-field gradient and the model protocol;
+* :mod:`~varbayes.vi.compiled`  — its gradient for any model and guide, the ELBO compiled
+  as one graph (``fit(..., compile=True)``);
 * :mod:`~varbayes.vi.cavi`      — closed-form coordinate ascent (Normal, linear regression,
   Gaussian targets);
 * :mod:`~varbayes.vi.models`    — the shipped models, Models over one latent ``theta``
