@@ -70,6 +70,7 @@ def test_val_size_larger_than_mnist_rejected(tmp_path, mnist_root, capsys):
     assert "val_size must be smaller than the 60000 training images" in capsys.readouterr().err
 
 
+@pytest.mark.filterwarnings("ignore:precision='bf16-matmul'.*no bfloat16 products:RuntimeWarning")
 def test_precision_flag_is_saved_with_the_run_and_checked(tmp_path, capsys):
     """--precision bf16-mixed and bf16-matmul train (scikit-learn's digits, no download)
     and are saved in config.json; an unknown precision is refused by the parser with exit
