@@ -168,6 +168,24 @@ def test_a_resumed_compiled_fit_sees_a_changed_model():
     torch.testing.assert_close(out[1], out[0], rtol=1e-10, atol=1e-10)
 
 
+def test_many_compiled_fits_in_one_process():
+    """Twelve compile=True fits of different models (more than dynamo's default of 8
+    compilations of one function) all compile, each with its own cache, and take the
+    eager fit's steps."""
+    for d in range(1, 13):
+        target = torch.arange(d, dtype=D64)
+
+        def model(theta, target=target):
+            return -0.5 * ((theta - target) ** 2).sum(-1)
+
+        flats = []
+        for compile in (False, True):
+            g = MeanFieldNormal(d, dtype=D64)
+            fit(model, g, num_steps=100, num_particles=4, lr=0.05, rtol=0, compile=compile)
+            flats.append(g.flat.detach())
+        torch.testing.assert_close(flats[1], flats[0], rtol=1e-10, atol=1e-10)
+
+
 def test_compile_refuses_what_it_cannot_compile_and_changes_nothing():
     """compile=True on the generic path names what stands in the way: a guide that is not a
     varbayes guide, the score estimator, stl, minibatches, and a model with Python control

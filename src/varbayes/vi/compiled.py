@@ -89,7 +89,14 @@ class CompiledGradient:
             theta, log_q = torch.func.functional_call(adapter, {"guide.flat": flat}, (eps,))
             return -objective(model(theta), log_q, estimator=estimator)
 
-        self._fn = torch.compile(torch.func.grad_and_value(neg_elbo), fullgraph=True, dynamic=False)
+        # isolate_recompiles: every CompiledGradient keeps its own dynamo cache (they all
+        # compile the same code, and a shared cache would allow only 8 fits a process)
+        self._fn = torch.compile(
+            torch.func.grad_and_value(neg_elbo),
+            fullgraph=True,
+            dynamic=False,
+            isolate_recompiles=True,
+        )
         self.check()
 
     def check(self) -> None:
