@@ -186,6 +186,20 @@ def test_many_compiled_fits_in_one_process():
         torch.testing.assert_close(flats[1], flats[0], rtol=1e-10, atol=1e-10)
 
 
+def test_a_guide_of_another_dtype_than_the_model_is_refused():
+    """A float32 guide on a float64 Model (or the reverse) is a ValueError naming both
+    dtypes, before any step, eager or compiled; it used to surface as a shape error or
+    silently mix the precisions."""
+    model = _eight_schools()
+    assert model.dtype == D64
+    for compile in (False, True):
+        g = MeanFieldNormal(model.dim, dtype=torch.float32)
+        before = g.flat.detach().clone()
+        with pytest.raises(ValueError, match="q is torch.float32 but the model.*torch.float64"):
+            fit(model, g, num_steps=5, compile=compile)
+        assert torch.equal(g.flat, before)
+
+
 def test_compile_refuses_what_it_cannot_compile_and_changes_nothing():
     """compile=True on the generic path names what stands in the way: a guide that is not a
     varbayes guide, the score estimator, stl, minibatches, and a model with Python control

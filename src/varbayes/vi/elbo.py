@@ -396,6 +396,8 @@ def _check_model_shape(log_joint, dist) -> None:
         raise TypeError(f"log_joint must be callable; got {type(log_joint).__name__}")
     prior = getattr(log_joint, "prior", None)
     p_dtype, q_dtype = _dtype(prior), _dtype(dist)
+    if p_dtype is None and isinstance(getattr(log_joint, "dtype", None), torch.dtype):
+        p_dtype = log_joint.dtype  # a varbayes.vi.Model: the dtype of its data and density
     if p_dtype is not None and q_dtype is not None and p_dtype != q_dtype:
         raise ValueError(
             f"q is {q_dtype} but the model (log_joint) is {p_dtype}; build the "
