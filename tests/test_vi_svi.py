@@ -146,6 +146,36 @@ def test_compiled_generic_path_resumes_exactly():
     assert restored.compiled is None and restored.step == 60
 
 
+def test_compiled_adam_keeps_torchs_adam_state_and_other_optimizers_step_eagerly():
+    """With fit's own Adam the update runs inside the compiled graph, in torch's Adam's
+    own state: 30 compiled steps resumed by 30 eager ones equal 60 eager steps, with the
+    same Adam moments and step count. A user's optimizer (SGD) and a scheduler step
+    eagerly on the compiled gradient and take the eager path's steps."""
+    model = _eight_schools()
+    ref = FullRankNormal(model.dim, dtype=D64)
+    r = fit(model, ref, num_steps=60, rtol=0, window=10, seed=7)
+    g = FullRankNormal(model.dim, dtype=D64)
+    a = fit(model, g, num_steps=30, rtol=0, window=10, seed=7, compile=True)
+    assert a.state.compiled.adam_in_graph
+    b = fit(model, g, num_steps=30, rtol=0, window=10, seed=7, state=a.state)
+    torch.testing.assert_close(g.flat.detach(), ref.flat.detach(), rtol=1e-10, atol=1e-10)
+    for key in ("exp_avg", "exp_avg_sq", "step"):
+        torch.testing.assert_close(
+            b.state.optimizer["state"][0][key], r.state.optimizer["state"][0][key],
+            rtol=1e-10, atol=1e-12,
+        )  # fmt: skip
+    sgd = functools.partial(torch.optim.SGD, lr=1e-3, momentum=0.5)
+    sched = functools.partial(torch.optim.lr_scheduler.StepLR, step_size=10, gamma=0.5)
+    for kw in ({"optimizer": sgd}, {"scheduler": sched}):
+        out = []
+        for compile in (False, True):
+            g = MeanFieldNormal(model.dim, dtype=D64)
+            res = fit(model, g, num_steps=30, rtol=0, window=10, seed=3, compile=compile, **kw)
+            out.append(g.flat.detach())
+        assert not res.state.compiled.adam_in_graph
+        torch.testing.assert_close(out[1], out[0], rtol=1e-10, atol=1e-10)
+
+
 def test_a_resumed_compiled_fit_sees_a_changed_model():
     """The compiled gradient reused on resume skips dynamo's guards in the loop, but not
     before it: a model whose Python attribute changed between the calls is recompiled,
