@@ -175,7 +175,7 @@ def fit(
         (any model, a guide of :mod:`varbayes.vi.guides`, full batch, pathwise or IWAE
         estimator): the whole ELBO and its gradient as one ``torch.compile`` graph
         (:mod:`varbayes.vi.compiled`), with the default optimizer's Adam update in the
-        same graph: 10-20x the eager steps/s on small posteriors.
+        same graph: 8-16x the eager steps/s on small posteriors.
         The first call compiles (seconds); a model that cannot be traced as one graph
         is refused with ``ValueError``.
 
