@@ -18,8 +18,9 @@ batch 128, all 60,000 training images, the same number of epochs.
 Both report training samples/s per epoch (time of the training loop only) and the test
 loss per epoch (−ELBO per test image on grey levels, the reference's ``test()``
 metric, computed by one shared function). ``--variants`` lists the varbayes runs, each
-``PRECISION[+compile][@BATCH:LR]``: ``fp32`` (the default) or ``bf16-mixed`` (the layers in
-bfloat16 under autocast), optionally ``torch.compile``d, optionally with another batch
+``PRECISION[+compile][@BATCH:LR]``: ``fp32`` (the default), ``bf16-mixed`` (the layers in
+bfloat16 under autocast) or ``bf16-matmul`` (float32 tensors, bfloat16 products inside
+oneDNN), optionally ``torch.compile``d, optionally with another batch
 size and learning rate (the reference keeps 128 and 1e-3; compare the test losses).
 ``--rounds R`` repeats the whole comparison R times in a row (reference first, then each
 variant); each round's ratios use that round's own reference, which keeps a machine whose
