@@ -176,6 +176,70 @@ def test_compiled_adam_keeps_torchs_adam_state_and_other_optimizers_step_eagerly
         torch.testing.assert_close(out[1], out[0], rtol=1e-10, atol=1e-10)
 
 
+def test_compiled_chunks_run_in_one_loop_and_fail_at_the_eager_step():
+    """With fit's Adam the compiled steps run a chunk (sync_every steps) a call in one
+    while_loop: the same steps as eager. A chunk that diverges (a NaN ELBO past a
+    threshold of θ, or a NaN gradient under a finite ELBO) is undone and replayed one
+    step a call: the same error at the same step as eager, the same history with
+    on_nonfinite="stop", and the same restored parameters."""
+    model = _eight_schools()
+    out = []
+    for compile in (False, True):
+        g = MeanFieldNormal(model.dim, dtype=D64)
+        r = fit(model, g, num_steps=250, rtol=0, window=10, sync_every=100, seed=8,
+                compile=compile)  # fmt: skip
+        out.append((g.flat.detach(), r.history))
+    assert r.state.compiled.steps_per_call == 100
+    torch.testing.assert_close(out[1][0], out[0][0], rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(out[1][1], out[0][1], rtol=1e-10, atol=1e-10)
+
+    def nan_value(theta):  # the ELBO turns NaN once a draw of θ₀ passes 2.8 (step 51)
+        lp = -0.5 * ((theta - 3.0) ** 2).sum(-1)
+        return torch.where(theta[:, 0] > 2.8, torch.full_like(lp, math.nan), lp)
+
+    def nan_grad(theta):  # finite value; NaN gradient (at step 2)
+        bad = torch.where(theta[:, 0] > 0.5, torch.sqrt(-theta[:, 0].abs() - 1) * 0, 0.0)
+        return -0.5 * ((theta - 3.0) ** 2).sum(-1) + torch.nan_to_num(bad)
+
+    for log_joint, at in ((nan_value, 51), (nan_grad, 2)):
+        steps, stopped = [], []
+        for compile in (False, True):
+            g = MeanFieldNormal(2, dtype=D64)
+            kw = dict(num_steps=500, lr=0.05, rtol=0, seed=0, window=10, sync_every=50)
+            with pytest.raises(NonFiniteObjectiveError) as info:
+                fit(log_joint, g, compile=compile, **kw)
+            steps.append(info.value.step)
+            g2 = MeanFieldNormal(2, dtype=D64)
+            with pytest.warns(RuntimeWarning, match="restored"):
+                r = fit(log_joint, g2, compile=compile, on_nonfinite="stop", **kw)
+            stopped.append((g.flat.detach(), g2.flat.detach(), r.history))
+        assert r.state.compiled.steps_per_call == 50
+        assert steps == [at, at]  # 51: in the second chunk
+        for a, b in zip(*stopped):
+            torch.testing.assert_close(b, a, rtol=1e-10, atol=1e-10)
+
+
+def test_a_model_the_loop_cannot_take_steps_one_a_call():
+    """A plain log joint that views a tensor it captures (X.T) inside the gradient trips a
+    torch.compile bug in while_loop; the compiled fit then takes one step a call, the
+    eager path's steps."""
+    gen = torch.Generator().manual_seed(0)
+    X = torch.randn(30, 3, generator=gen, dtype=D64)
+    y = X @ torch.tensor([1.0, -2.0, 0.5], dtype=D64)
+
+    def log_joint(theta):
+        return -0.5 * ((theta @ X.T - y) ** 2).sum(-1) - 0.5 * (theta**2).sum(-1)
+
+    out = []
+    for compile in (False, True):
+        g = FullRankNormal(3, dtype=D64)
+        r = fit(log_joint, g, num_steps=40, rtol=0, window=10, seed=3, compile=compile)
+        out.append((g.flat.detach(), r.history))
+    assert r.state.compiled.steps_per_call == 1
+    torch.testing.assert_close(out[1][0], out[0][0], rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(out[1][1], out[0][1], rtol=1e-10, atol=1e-10)
+
+
 def test_a_resumed_compiled_fit_sees_a_changed_model():
     """The compiled gradient reused on resume skips dynamo's guards in the loop, but not
     before it: a model whose Python attribute changed between the calls is recompiled,

@@ -453,6 +453,15 @@ class Model:
             raise ValueError("the new data changes the model's latent variables or their shapes")
         return view
 
+    def rebind(self, tensors: Mapping[str, torch.Tensor]) -> Model:
+        """The same model reading the data tensors ``tensors`` in place of its own
+        (same names, shapes and dtypes; not validated nor traced again): for a compiled
+        function that takes the data as arguments (:mod:`varbayes.vi.compiled`)."""
+        view = object.__new__(type(self))
+        view.__dict__.update(self.__dict__)
+        view.data = {**self.data, **tensors}
+        return view
+
     def subsample(self, index) -> Model:
         """The minibatch model on rows ``index`` of the ``rows`` data: likelihood × N/B
         (the view's ``num_data`` is B, so a view of a view scales by N/B' in all)."""

@@ -269,7 +269,7 @@ def fit(
     if compile and not use_fast:  # the ELBO, its gradient (and fit's own Adam) as one graph
         setting = dict(
             estimator=estimator, stl=stl, batch_size=batch_size,
-            adam_in_graph=optimizer is None and scheduler is None,
+            adam_in_graph=optimizer is None and scheduler is None, chunk=sync_every,
         )  # fmt: skip
         compiled = state.compiled if state is not None else None
         if compiled is not None and compiled.matches(model, guide, num_particles, **setting):
@@ -341,9 +341,11 @@ def fit(
         with no_validation(), skip_guards:
             while not stop and n < end:
                 chunk_end = min(end, (n // sync_every + 1) * sync_every)
-                values = []
+                # a whole chunk in one compiled call where it can (None: step by step)
+                chunk = compiled.steps(generator, opt, chunk_end - n) if compiled else None
+                values = [] if chunk is None else list(chunk.unbind())
                 try:
-                    for _ in range(chunk_end - n):
+                    for _ in range(chunk_end - n - len(values)):
                         values.append(step())
                 except (ValueError, RuntimeError) as exc:
                     # an earlier non-finite step of this chunk is reported first (the
