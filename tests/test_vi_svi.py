@@ -215,7 +215,7 @@ def test_compiled_chunks_run_in_one_loop_and_fail_at_the_eager_step():
             stopped.append((g.flat.detach(), g2.flat.detach(), r.history))
         assert r.state.compiled.steps_per_call == 50
         assert steps == [at, at]  # 51: in the second chunk
-        for a, b in zip(*stopped):
+        for a, b in zip(*stopped, strict=True):
             torch.testing.assert_close(b, a, rtol=1e-10, atol=1e-10)
 
 

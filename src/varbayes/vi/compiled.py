@@ -264,7 +264,7 @@ class CompiledStep:
             ok = False
         if ok:
             return values
-        for x, old in zip((flat, m, v, t), saved):
+        for x, old in zip((flat, m, v, t), saved, strict=True):
             x.copy_(old)
         if generator is not None:
             generator.set_state(rng)
@@ -286,6 +286,6 @@ class CompiledStep:
         m, v, t, *settings = self._adam_state(optimizer)
         n = torch.tensor(k, dtype=torch.int64, device=flat.device)
         out = self._loop(flat, eps, n, self._data, m, v, t, *settings)
-        for x, new in zip((flat, m, v, t), out[:4]):
+        for x, new in zip((flat, m, v, t), out[:4], strict=True):
             x.copy_(new)
         return -out[4][:k]
