@@ -93,3 +93,30 @@ def test_non_convergence_warning_reports_the_windowed_change():
         mon.update(v)
     with pytest.warns(ConvergenceWarning, match="windowed mean 1,"):
         mon.warn_if_not_converged()
+
+
+@pytest.mark.parametrize(
+    "settings", [dict(tol=0.0, rtol=0.0), dict(tol=0.5, rtol=0.0), dict(tol=0.0, monotone=True)]
+)
+def test_extend_is_update_value_by_value(settings):
+    """extend(chunk) leaves the state update() would (history, best and its step,
+    convergence), stops where it would (max_iter), and raises as it does on a NaN."""
+    import random
+
+    rng = random.Random(0)
+    chunks = [[rng.gauss(-10 + i, 1) for _ in range(7)] for i in range(5)]
+    a = ConvergenceMonitor(max_iter=30, window=3, **settings)
+    b = ConvergenceMonitor(max_iter=30, window=3, **settings)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # monotone: the decreases
+        for chunk in chunks:
+            stop_a = any(a.update(v) for v in chunk)
+            assert b.extend(chunk) == stop_a
+            assert a.state == b.state
+            if stop_a:
+                break
+    assert len(b.history) <= 30
+    c = ConvergenceMonitor(max_iter=30, **settings)
+    with pytest.raises(NonFiniteObjectiveError, match="step 3") as info:
+        c.extend([1.0, 2.0, math.nan, 4.0])
+    assert info.value.step == 3 and c.history == [1.0, 2.0]

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from tqdm.auto import tqdm
 
@@ -49,6 +49,11 @@ class MonitorState:
     best_iter: int = -1
     converged: bool = False
     decreases: list[tuple[int, float]] = field(default_factory=list)
+
+    def copy(self) -> MonitorState:
+        """An independent copy (the lists copied, their immutable items shared: a
+        ``deepcopy`` of a long history costs milliseconds)."""
+        return replace(self, history=list(self.history), decreases=list(self.decreases))
 
 
 class ConvergenceMonitor:
@@ -196,6 +201,31 @@ class ConvergenceMonitor:
             return True
         return False
 
+    def extend(self, values: list[float]) -> bool:
+        """:meth:`update` with each value in turn, up to the first that returns ``True``
+        (and raising as it does); returns whether the loop should stop. Records a whole
+        chunk at once when the monitor only records (no tolerance, no monotone check)
+        and every value is finite."""
+        st = self.state
+        room = self.max_iter - len(st.history)
+        if self.monotone or self.tol > 0 or self.rtol > 0 or room < 1 or not all(
+            map(math.isfinite, values)
+        ):
+            return any(self.update(v) for v in values)
+        take = [float(v) for v in values[:room]]
+        if not take:
+            return False
+        top = max(take)
+        if top > st.best:
+            st.best, st.best_iter = top, len(st.history) + take.index(top)
+        st.history.extend(take)
+        if self.verbose:
+            self._progress(take[-1], len(take))
+        if len(st.history) >= self.max_iter:
+            self.close()
+            return True
+        return False
+
     def warn_if_not_converged(self, hint: str = "increase max_iter or tol") -> None:
         """Emit a :class:`ConvergenceWarning` when the loop ended without converging."""
         if not self.state.converged:
@@ -215,12 +245,12 @@ class ConvergenceMonitor:
         return (sum(h[-w:]) - sum(h[-2 * w : -w])) / w
 
     # ---------------------------------------------------------- progress bar
-    def _progress(self, value: float) -> None:
+    def _progress(self, value: float, steps: int = 1) -> None:
         if not self.verbose:
             return
         if self._bar is None:
             self._bar = tqdm(total=self.max_iter, desc=self.name, leave=False)
-        self._bar.update(1)
+        self._bar.update(steps)
         self._bar.set_postfix({self.name: f"{value:.6g}"}, refresh=False)
 
     def close(self) -> None:

@@ -124,6 +124,8 @@ class CompiledStep:
         )  # fmt: skip
         self._flat = guide.flat.detach()  # λ's storage, updated in place by the graph
         self._data = _data_tensors(model)
+        self._eps = self._flat.new_zeros((chunk, *self.shape))  # a chunk's noise
+        self._rows = self._eps.unbind(0)
         adapter = _FromNoise(guide)
 
         def neg_elbo(flat, eps, data):
@@ -273,12 +275,16 @@ class CompiledStep:
         return None
 
     def _draw(self, generator, k: int) -> torch.Tensor:
-        """The noise of k steps, each drawn by the eager step's own call, in a (chunk, S,
-        noise_dim) tensor (rows past k are zeros: the loop's shapes stay fixed)."""
-        eps = self._flat.new_zeros((self.chunk, *self.shape))
-        for j in range(k):
-            eps[j] = randn(self.shape, generator, self._flat)
-        return eps
+        """The noise of k steps in the rows of one (chunk, S, noise_dim) buffer, each row
+        drawn as the eager step draws its ε (the same stream; rows past k are left as
+        they are: the loop reads rows < k, and its shapes stay fixed)."""
+        if generator is not None and generator.device == self._flat.device:
+            for row in self._rows[:k]:
+                row.normal_(generator=generator)  # = torch.randn(shape, generator=...)
+        else:
+            for row in self._rows[:k]:
+                row.copy_(randn(self.shape, generator, self._flat))
+        return self._eps
 
     def _run(self, eps, k: int, optimizer) -> torch.Tensor:
         """k steps of the compiled loop; λ and Adam's state written back in place."""

@@ -174,12 +174,13 @@ def fit(
         Compile the gradient. On the fast path: its hand-derived gradient. Otherwise
         (any model, a guide of :mod:`varbayes.vi.guides`, full batch, pathwise or IWAE
         estimator): the whole ELBO and its gradient as one ``torch.compile`` graph
-        (:mod:`varbayes.vi.compiled`), with the default optimizer's Adam update in the
-        same graph (its state stays the optimizer's, so ``state`` resumes either way;
-        another optimizer or a scheduler steps eagerly): 8-16x the eager steps/s on
-        small posteriors, the same steps to rounding. The first call compiles
-        (seconds); a resumed call reuses it (``state.compiled``); a model that cannot be
-        traced as one graph is refused with ``ValueError``.
+        (:mod:`varbayes.vi.compiled`). With the default optimizer its Adam update goes in
+        the same graph (its state stays the optimizer's, so ``state`` resumes either
+        way) and ``sync_every`` steps run as one compiled ``torch.while_loop`` call;
+        another optimizer or a scheduler steps eagerly, one step a call. The same steps
+        as eager to rounding, a divergence reported at the same step. The first call
+        compiles (seconds); a resumed call reuses it (``state.compiled``); a model that
+        cannot be traced as one graph is refused with ``ValueError``.
 
     The default optimizer is ``torch.optim.Adam(lr, fused=True)``; every step writes
     ∇λ(-ELBO) into ``.grad`` (hand-derived on the fast path, by autograd otherwise) and
@@ -248,7 +249,7 @@ def fit(
             sched.load_state_dict(state.scheduler)
         generator.set_state(state.rng)
         order, position = state.order, state.position
-        monitor.state = copy.deepcopy(state.monitor)
+        monitor.state = state.monitor.copy()
         monitor.state.converged = False
         monitor.max_iter = len(monitor.state.history) + num_steps
         best_params = copy.deepcopy(state.best_params)
@@ -343,9 +344,9 @@ def fit(
                 chunk_end = min(end, (n // sync_every + 1) * sync_every)
                 # a whole chunk in one compiled call where it can (None: step by step)
                 chunk = compiled.steps(generator, opt, chunk_end - n) if compiled else None
-                values = [] if chunk is None else list(chunk.unbind())
+                values = []
                 try:
-                    for _ in range(chunk_end - n - len(values)):
+                    for _ in range(chunk_end - n if chunk is None else 0):
                         values.append(step())
                 except (ValueError, RuntimeError) as exc:
                     # an earlier non-finite step of this chunk is reported first (the
@@ -358,12 +359,9 @@ def fit(
                             f"the guide's parameters became non-finite at step {at} ({exc}).", at
                         ) from exc
                     raise
-                host = torch.stack(values).tolist()
+                host = (torch.stack(values) if chunk is None else chunk).tolist()
                 n = chunk_end
-                for v in host:
-                    if monitor.update(v):
-                        stop = True
-                        break
+                stop = monitor.extend(host)
                 if (tol > 0 or rtol > 0) and _no_trend(monitor.history, window, tol, rtol):
                     monitor.state.converged = stop = True
                 if not _finite(guide):  # a finite ELBO but a NaN gradient: caught here
@@ -404,7 +402,7 @@ def fit(
         rng=generator.get_state(),
         order=order,
         position=position,
-        monitor=copy.deepcopy(monitor.state),
+        monitor=monitor.state.copy(),
         best_params=best_params,
         best_elbo=best_elbo,
         compiled=compiled,
