@@ -208,8 +208,12 @@ class ConvergenceMonitor:
         and every value is finite."""
         st = self.state
         room = self.max_iter - len(st.history)
-        if self.monotone or self.tol > 0 or self.rtol > 0 or room < 1 or not all(
-            map(math.isfinite, values)
+        if (
+            self.monotone
+            or self.tol > 0
+            or self.rtol > 0
+            or room < 1
+            or not all(map(math.isfinite, values))
         ):
             return any(self.update(v) for v in values)
         take = [float(v) for v in values[:room]]

@@ -29,7 +29,9 @@ own dimensions (found by one unbatched trace at construction), so a value of sha
 Writing fast models: the function runs once per step on all S particles, so write it
 with tensor operations over the leading ``...`` dimension (``mu[..., None]``,
 ``beta @ X.T``, ``torch.cumsum``) rather than Python loops over data rows; a recursion
-over time is best written as a matrix product or a cumulative operation.
+over time is best written as a matrix product or a cumulative operation. A mixture of
+two components is ``torch.logaddexp(a, b)``, not ``torch.logsumexp`` over a stacked last
+dimension of size 2 (half the compiled step on low_dim_gauss_mix).
 
 Example (eight schools, non-centred)::
 
