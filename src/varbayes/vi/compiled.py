@@ -28,13 +28,13 @@ With Adam in the graph, ``sync_every`` steps (one chunk of the fit's loop) run a
 ``torch.while_loop`` over that step, with the chunk's noise (drawn beforehand by the same
 per-step calls, so the stream is the eager path's) and the ELBO values carried through
 the loop, compiled with inductor's C++ wrapper, so that no Python runs between steps
-(2-6x the steps/s of one step a call on the posteriordb models: 17-110k steps/s). The data tensors of a
-:class:`~varbayes.vi.model.Model` enter the loop as inputs (a tensor the loop body
-captures from a closure and views inside the gradient trips a torch.compile bug; a model
-that does so, or any other loop failure, falls back to one step a call). A chunk whose
-ELBO or parameters come out non-finite, or whose call raises, is undone (parameters,
-Adam's state and the generator) and replayed one step a call, so that the failure is
-reported at the step where the eager path reports it.
+(2-6x the steps/s of one step a call on the posteriordb models: 17-110k steps/s). The
+data tensors of a :class:`~varbayes.vi.model.Model` enter the loop as inputs (a tensor
+the loop body captures from a closure and views inside the gradient trips a
+torch.compile bug; a model that does so, or any other loop failure, falls back to one
+step a call). A chunk whose ELBO or parameters come out non-finite, or whose call
+raises, is undone (parameters, Adam's state and the generator) and replayed one step a
+call, so that the failure is reported at the step where the eager path reports it.
 
 It serves the full batch, the pathwise and IWAE estimators and the guides of
 :mod:`varbayes.vi.guides`; a model that cannot be traced as one graph (Python control flow
