@@ -189,3 +189,26 @@ def test_full_rank_log_q_is_right_in_float32_when_the_scale_factor_is_ill_condit
     gen = torch.Generator().manual_seed(2)
     values = torch.stack([elbo(target.log_prob, g, 8, generator=gen) for _ in range(20)])
     assert bool((values < 0).all()), values.max()
+
+
+def test_low_rank_log_q_from_noise_is_the_gaussian_density():
+    """from_noise on a low-rank q: z = μ + √d ε₁ + W ε₂ and log q(z) by Woodbury and the
+    determinant lemma equal scipy's multivariate normal density with Σ = WWᵀ + diag d
+    (and torch's LowRankMultivariateNormal.log_prob), in float64."""
+    from scipy.stats import multivariate_normal
+
+    from varbayes.vi.posterior import from_noise
+
+    g = torch.Generator().manual_seed(3)
+    D, r = 6, 2
+    loc = torch.randn(D, generator=g, dtype=torch.float64)
+    W = torch.randn(D, r, generator=g, dtype=torch.float64)
+    d = torch.rand(D, generator=g, dtype=torch.float64) + 0.1
+    q = LowRankMultivariateNormal(loc, W, d)
+    eps = torch.randn(5, D + r, generator=g, dtype=torch.float64)
+    z, log_q = from_noise(q, eps)
+    torch.testing.assert_close(z, loc + eps[:, :D] * d.sqrt() + eps[:, D:] @ W.T)
+    cov = (W @ W.T + torch.diag(d)).numpy()
+    ref = multivariate_normal(loc.numpy(), cov).logpdf(z.numpy())
+    torch.testing.assert_close(log_q, torch.as_tensor(ref), rtol=1e-12, atol=1e-10)
+    torch.testing.assert_close(log_q, q.log_prob(z), rtol=1e-12, atol=1e-10)

@@ -31,9 +31,9 @@ the loop, compiled with inductor's C++ wrapper, so that no Python runs between s
 (2-6x the steps/s of one step a call on the posteriordb models: 17-110k steps/s). The
 data tensors of a :class:`~varbayes.vi.model.Model` enter the loop as inputs (a tensor
 the loop body captures from a closure and views inside the gradient trips a
-torch.compile bug; a model that does so, :class:`~varbayes.vi.guides.LowRankNormal`
-(whose loop inductor fails to compile) or any other loop failure falls back to one step
-a call). A chunk whose ELBO or parameters come out non-finite, or whose call
+torch.compile bug, and so does ``torch.linalg.cholesky`` with its gradient
+(``cholesky_ex`` compiles); a model that does either, or any other loop failure, falls
+back to one step a call). A chunk whose ELBO or parameters come out non-finite, or whose call
 raises, is undone (parameters, Adam's state and the generator) and replayed one step a
 call, so that the failure is reported at the step where the eager path reports it.
 

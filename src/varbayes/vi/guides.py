@@ -131,9 +131,7 @@ class Guide(nn.Module):
 
         A pure function of ``flat`` and ε (so that it can be compiled or differentiated
         with ``torch.func``)."""
-        from varbayes.vi.posterior import from_noise
-
-        u, log_q = from_noise(self.base_distribution(), eps)
+        u, log_q = self.base_from_noise(eps)
         if self.transform is None:
             return u, log_q
         theta = self.transform(u)
@@ -142,6 +140,13 @@ class Guide(nn.Module):
         if extra > 0:
             ladj = ladj.sum(-1)
         return theta, log_q - ladj
+
+    def base_from_noise(self, eps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """u = μ + Lε and log q_u(u) for noise ε ``(S, noise_dim)``
+        (:func:`varbayes.vi.posterior.from_noise` of :meth:`base_distribution`)."""
+        from varbayes.vi.posterior import from_noise
+
+        return from_noise(self.base_distribution(), eps)
 
     @property
     def noise_dim(self) -> int:
@@ -325,6 +330,15 @@ class LowRankNormal(Guide):
         return LowRankMultivariateNormal(
             self.loc, self.cov_factor, self.cov_diag, validate_args=False
         )
+
+    def base_from_noise(self, eps):
+        """u = μ + √d ⊙ ε₁ + W ε₂ and log q_u(u)
+        (:func:`~varbayes.vi.posterior.lowrank_from_noise`), without building the torch
+        distribution (whose constructor factors C with ``torch.linalg.cholesky``, which
+        does not compile inside ``torch.while_loop``)."""
+        from varbayes.vi.posterior import lowrank_from_noise
+
+        return lowrank_from_noise(self.loc, self.cov_factor, self.cov_diag, eps)
 
     def _moment_match(self, mean, cov):
         self.loc.copy_(mean)

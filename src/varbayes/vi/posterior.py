@@ -55,12 +55,11 @@ def from_noise(q, eps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     (differentiable in q's parameters; a pure function of them and ε). Full rank:
     z = μ + Lε and log q = -Σ log L_dd - |ε|²/2 - (D/2) log 2π, from ε (no triangular
     solve); mean field the same with L = diag σ; low rank: z = μ + √d ⊙ ε₁ + W ε₂ and
-    q's own ``log_prob``."""
+    :func:`lowrank_log_prob`."""
     loc = q.mean
     d = loc.shape[-1]
     if isinstance(q, LowRankMultivariateNormal):
-        z = loc + eps[:, :d] * q.cov_diag.sqrt() + eps[:, d:] @ q.cov_factor.T
-        return z, q.log_prob(z)
+        return lowrank_from_noise(loc, q.cov_factor, q.cov_diag, eps)
     if isinstance(q, Independent):
         scale = q.base_dist.scale
         z = loc + eps * scale
@@ -70,6 +69,31 @@ def from_noise(q, eps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         z = loc + eps @ L.T
         log_det = L.diagonal().log().sum()
     return z, -log_det - 0.5 * (eps * eps).sum(-1) - 0.5 * d * _LOG_2PI
+
+
+def lowrank_from_noise(loc, W, d, eps) -> tuple[torch.Tensor, torch.Tensor]:
+    """z = μ + √d ⊙ ε₁ + W ε₂ for ε = [ε₁ (D), ε₂ (r)] of shape ``(n, D + r)``, and
+    log N(z | μ, WWᵀ + diag d) (:func:`lowrank_log_prob`)."""
+    x = eps[:, : loc.shape[-1]] * d.sqrt() + eps[:, loc.shape[-1] :] @ W.T
+    return loc + x, lowrank_log_prob(x, W, d)
+
+
+def lowrank_log_prob(x: torch.Tensor, W: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
+    """log N(x | 0, Σ), Σ = WWᵀ + diag(d), for x of shape ``(n, D)``, W ``(D, r)``, by
+    Woodbury and the matrix determinant lemma with the capacitance C = I + WᵀD⁻¹W = LLᵀ:
+
+        log det Σ = 2 Σ log L_jj + Σ log d_i,   xᵀΣ⁻¹x = xᵀD⁻¹x − |L⁻¹WᵀD⁻¹x|².
+
+    The same value as torch's ``LowRankMultivariateNormal.log_prob``; written with
+    ``cholesky_ex`` (C ⪰ I never fails for finite W, d), which compiles inside
+    ``torch.while_loop`` where ``torch.linalg.cholesky`` does not (torch 2.13)."""
+    Wd = W / d[:, None]  # D⁻¹W
+    C = torch.eye(W.shape[-1], dtype=W.dtype, device=W.device) + W.T @ Wd
+    L, _ = torch.linalg.cholesky_ex(C)
+    u = torch.linalg.solve_triangular(L, (x @ Wd).T, upper=False)  # (r, n)
+    maha = (x * x / d).sum(-1) - (u * u).sum(0)
+    log_det = 2 * L.diagonal().log().sum() + d.log().sum()
+    return -0.5 * (x.shape[-1] * _LOG_2PI + log_det + maha)
 
 
 class _PointMass(Distribution):
