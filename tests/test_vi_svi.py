@@ -222,7 +222,7 @@ def test_compiled_chunks_run_in_one_loop_and_fail_at_the_eager_step():
 def test_a_model_the_loop_cannot_take_steps_one_a_call():
     """A plain log joint that views a tensor it captures (X.T) inside the gradient trips a
     torch.compile bug in while_loop; the compiled fit then takes one step a call, the
-    eager path's steps."""
+    eager path's steps, and its message says so (with the compiler's reason)."""
     gen = torch.Generator().manual_seed(0)
     X = torch.randn(30, 3, generator=gen, dtype=D64)
     y = X @ torch.tensor([1.0, -2.0, 0.5], dtype=D64)
@@ -236,6 +236,7 @@ def test_a_model_the_loop_cannot_take_steps_one_a_call():
         r = fit(log_joint, g, num_steps=40, rtol=0, window=10, seed=3, compile=compile)
         out.append((g.flat.detach(), r.history))
     assert r.state.compiled.steps_per_call == 1
+    assert "compiled one step a call (the chunked loop did not compile: " in r.message
     torch.testing.assert_close(out[1][0], out[0][0], rtol=1e-10, atol=1e-10)
     torch.testing.assert_close(out[1][1], out[0][1], rtol=1e-10, atol=1e-10)
 

@@ -167,13 +167,16 @@ class CompiledStep:
         # compile the same code, and a shared cache would allow only 8 fits a process)
         options = dict(fullgraph=True, dynamic=False, isolate_recompiles=True)
         self._loop = self._fn = None
+        #: why the steps run one a call although Adam is in the graph (None: they don't)
+        self.loop_error: str | None = None
         if adam_in_graph:
             # the C++ wrapper runs the loop without Python between steps
             self._loop = torch.compile(adam_steps, options={"cpp_wrapper": True}, **options)
             try:
                 self.check(optimizer)
-            except ValueError:  # e.g. the closure bug above: one step a call
+            except ValueError as exc:  # e.g. the closure bug above: one step a call
                 self._loop = None
+                self.loop_error = str(exc.__cause__ or exc).splitlines()[0]
         if self._loop is None:
             self._fn = torch.compile(
                 (lambda flat, eps, data: grad_and_value(flat, eps, data)), **options

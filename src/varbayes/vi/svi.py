@@ -376,6 +376,12 @@ def fit(
                     best_params = copy.deepcopy(guide.state_dict())
         converged = monitor.converged
         message = f"converged at step {n}" if converged else f"stopped at max steps ({n})"
+        if compiled is not None and compiled.loop_error:  # slower, not wrong: said here
+            message += (
+                "; compiled one step a call (the chunked loop did not compile: "
+                f"{compiled.loop_error}; a vi.Model with its tensors in data avoids the "
+                "commonest cause, see varbayes.vi.compiled)"
+            )
         if (tol > 0 or rtol > 0) and not converged:
             warnings.warn(
                 f"ELBO did not converge in {n} steps: its trend over the last {4 * window} "
