@@ -219,6 +219,26 @@ def test_compiled_chunks_run_in_one_loop_and_fail_at_the_eager_step():
             torch.testing.assert_close(b, a, rtol=1e-10, atol=1e-10)
 
 
+def test_a_chunk_whose_noise_passes_the_budget_runs_in_several_calls(monkeypatch):
+    """Where a chunk's noise (sync_every × S × noise_dim) would pass NOISE_BYTES, a call of
+    the loop takes fewer steps (here 30 of a 100-step chunk: 30, 30, 30, 10) and the fit
+    still takes the eager path's steps."""
+    import varbayes.vi.compiled as compiled_module
+
+    model = _eight_schools()
+    dim = MeanFieldNormal(model.dim, dtype=D64).noise_dim
+    monkeypatch.setattr(compiled_module, "NOISE_BYTES", 30 * 2 * dim * 8)
+    out = []
+    for compile in (False, True):
+        g = MeanFieldNormal(model.dim, dtype=D64)
+        r = fit(model, g, num_steps=230, num_particles=2, rtol=0, window=10, sync_every=100,
+                seed=6, compile=compile)  # fmt: skip
+        out.append((g.flat.detach(), r.history))
+    assert r.state.compiled.steps_per_call == 30
+    torch.testing.assert_close(out[1][0], out[0][0], rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(out[1][1], out[0][1], rtol=1e-10, atol=1e-10)
+
+
 def test_a_model_the_loop_cannot_take_steps_one_a_call():
     """A plain log joint that views a tensor it captures (X.T) inside the gradient trips a
     torch.compile bug in while_loop; the compiled fit then takes one step a call, the

@@ -55,7 +55,11 @@ from varbayes.vi.elbo import objective
 from varbayes.vi.guides import Guide
 from varbayes.vi.model import Model, no_validation
 
-__all__ = ["CompiledStep"]
+__all__ = ["CompiledStep", "NOISE_BYTES"]
+
+#: The most memory a call's noise buffer takes (steps a call × S × noise_dim values):
+#: a large model runs its chunk in several calls rather than hold 100 steps of noise.
+NOISE_BYTES = 64 * 2**20
 
 
 class _FromNoise(nn.Module):
@@ -120,12 +124,15 @@ class CompiledStep:
         self.shape = (num_particles, guide.noise_dim)
         self.adam_in_graph = adam_in_graph
         self.chunk = chunk
+        # steps a call: the chunk, or fewer when a chunk's noise would pass NOISE_BYTES
+        itemsize = guide.flat.element_size()
+        self.rows = max(1, min(chunk, NOISE_BYTES // (num_particles * guide.noise_dim * itemsize)))
         self._key = (
             model, guide, num_particles, estimator, stl, batch_size, adam_in_graph, chunk,
         )  # fmt: skip
         self._flat = guide.flat.detach()  # λ's storage, updated in place by the graph
         self._data = _data_tensors(model)
-        self._eps = self._flat.new_zeros((chunk, *self.shape))  # a chunk's noise
+        self._eps = self._flat.new_zeros((self.rows, *self.shape))  # a call's noise
         self._rows = self._eps.unbind(0)
         adapter = _FromNoise(guide)
 
@@ -186,8 +193,9 @@ class CompiledStep:
 
     @property
     def steps_per_call(self) -> int:
-        """``chunk`` when the steps run in the compiled loop, 1 when one step a call."""
-        return self.chunk if self._loop is not None else 1
+        """The steps of one call of the compiled loop (the chunk, or fewer where its noise
+        would pass :data:`NOISE_BYTES`); 1 when one step a call."""
+        return self.rows if self._loop is not None else 1
 
     def _adam_state(self, optimizer) -> tuple:
         """(m, v, t, lr, β₁, β₂, ε): the default Adam's state tensors for λ (created as
@@ -216,7 +224,7 @@ class CompiledStep:
             with no_validation():
                 if self._loop is not None:
                     m, v, t, *settings = self._adam_state(optimizer)
-                    eps = flat.new_zeros((self.chunk, *self.shape))
+                    eps = flat.new_zeros((self.rows, *self.shape))
                     one = torch.ones((), dtype=torch.int64, device=flat.device)
                     self._loop(flat, eps, one, self._data, m, v, t, *settings)
                 else:
@@ -253,7 +261,7 @@ class CompiledStep:
         return -neg
 
     def steps(self, generator: torch.Generator | None, optimizer, k: int):
-        """``k`` ≤ ``chunk`` steps in one call of the compiled loop; returns their ELBO
+        """``k`` ≤ :attr:`steps_per_call` steps in one call of the compiled loop; returns their ELBO
         estimates ``(k,)``, or None (with λ, Adam's state and the generator as before the
         call) when there is no loop, or the call raised or gave a non-finite ELBO or λ:
         the caller then takes the k steps one at a time with :meth:`step`."""
@@ -279,7 +287,7 @@ class CompiledStep:
         return None
 
     def _draw(self, generator, k: int) -> torch.Tensor:
-        """The noise of k steps in the rows of one (chunk, S, noise_dim) buffer, each row
+        """The noise of k steps in the rows of one (rows, S, noise_dim) buffer, each row
         drawn as the eager step draws its ε (the same stream; rows past k are left as
         they are: the loop reads rows < k, and its shapes stay fixed)."""
         if generator is not None and generator.device == self._flat.device:

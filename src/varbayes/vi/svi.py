@@ -344,24 +344,32 @@ def fit(
         with no_validation(), skip_guards:
             while not stop and n < end:
                 chunk_end = min(end, (n // sync_every + 1) * sync_every)
-                # a whole chunk in one compiled call where it can (None: step by step)
-                chunk = compiled.steps(generator, opt, chunk_end - n) if compiled else None
-                values = []
+                # the chunk in calls of the compiled loop where it can (None: the rest
+                # step by step); values: (steps,) tensors of ELBO estimates
+                values, done = [], 0
+                while compiled is not None and done < chunk_end - n:
+                    k = min(chunk_end - n - done, compiled.steps_per_call)
+                    part = compiled.steps(generator, opt, k)
+                    if part is None:
+                        break
+                    values.append(part)
+                    done += k
                 try:
-                    for _ in range(chunk_end - n if chunk is None else 0):
-                        values.append(step())
+                    for _ in range(chunk_end - n - done):
+                        values.append(step().reshape(1))
+                        done += 1
                 except (ValueError, RuntimeError) as exc:
                     # an earlier non-finite step of this chunk is reported first (the
                     # monitor raises); then non-finite parameters are the divergence
-                    for v in torch.stack(values).tolist() if values else []:
+                    for v in torch.cat(values).tolist() if values else []:
                         monitor.update(v)
                     if not _finite(guide):
-                        at = n + len(values) + 1
+                        at = n + done + 1
                         raise NonFiniteObjectiveError(
                             f"the guide's parameters became non-finite at step {at} ({exc}).", at
                         ) from exc
                     raise
-                host = (torch.stack(values) if chunk is None else chunk).tolist()
+                host = torch.cat(values).tolist()
                 n = chunk_end
                 stop = monitor.extend(host)
                 if (tol > 0 or rtol > 0) and _no_trend(monitor.history, window, tol, rtol):
