@@ -83,8 +83,8 @@ def _data_tensors(model) -> dict:
 
 class CompiledStep:
     """The compiled SVI step of ``model`` and ``guide``: (λ, ε) ↦ ∇λ(−ELBO), −ELBO, and
-    with ``adam_in_graph`` the default Adam's update of λ in the same graph, run
-    ``chunk`` steps a call (:meth:`steps`).
+    with ``adam_in_graph`` the default Adam's update of λ in the same graph, run up to
+    ``chunk`` steps a call (:meth:`steps`, :attr:`steps_per_call`).
 
     Raises ``ValueError`` naming what stands in the way: a guide that is not a
     :class:`~varbayes.vi.guides.Guide`, an estimator other than pathwise or IWAE,
