@@ -16,13 +16,14 @@ from torch.distributions import constraints
 
 
 def diamonds(m, data):
-    """data: ``Y`` (N,), ``Xc`` (N, 24) centred predictors (see ``_data.transformed_data``)."""
+    """data: ``Y`` (N,), ``XcT`` (24, N) the centred predictors transposed (see
+    ``_data.transformed_data``)."""
     b = m.latent("b", dist.Normal(0.0, 1.0).expand([data["Xc"].shape[1]]))
     intercept = m.latent("Intercept", dist.StudentT(3.0, 8.0, 10.0))
     sigma = m.latent("sigma", dist.StudentT(3.0, 0.0, 10.0), support=constraints.positive)
     # - student_t_lccdf(0 | 3, 0, 10) = log 2 (a tensor: m.factor rejects a float when batched)
     m.factor("sigma_truncation", torch.tensor(math.log(2.0)))
-    loc = intercept[..., None] + b @ data["Xc"].T
+    loc = intercept[..., None] + b @ data["XcT"]
     m.observe("Y", dist.Normal(loc, sigma[..., None]), data["Y"])
 
 

@@ -12,10 +12,10 @@ from torch.distributions import constraints
 
 
 def mesquite(m, data):
-    """data: ``log_weight`` (N,), ``X`` (N, 7)."""
+    """data: ``log_weight`` (N,), ``XT`` (7, N) the design matrix transposed."""
     beta = m.latent("beta", support=constraints.real, shape=(7,))
     sigma = m.latent("sigma", support=constraints.positive)
-    loc = beta @ data["X"].T
+    loc = beta @ data["XT"]
     m.observe("log_weight", dist.Normal(loc, sigma[..., None]), data["log_weight"])
 
 

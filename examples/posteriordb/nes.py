@@ -12,10 +12,10 @@ from torch.distributions import constraints
 
 
 def nes(m, data):
-    """data: ``partyid7`` (N,), ``X`` (N, 9)."""
+    """data: ``partyid7`` (N,), ``XT`` (9, N) the design matrix transposed."""
     beta = m.latent("beta", support=constraints.real, shape=(9,))
     sigma = m.latent("sigma", support=constraints.positive)
-    loc = beta @ data["X"].T
+    loc = beta @ data["XT"]
     m.observe("partyid7", dist.Normal(loc, sigma[..., None]), data["partyid7"])
 
 

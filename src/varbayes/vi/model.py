@@ -31,7 +31,9 @@ with tensor operations over the leading ``...`` dimension (``mu[..., None]``,
 ``beta @ X.T``, ``torch.cumsum``) rather than Python loops over data rows; a recursion
 over time is best written as a matrix product or a cumulative operation. A mixture of
 two components is ``torch.logaddexp(a, b)``, not ``torch.logsumexp`` over a stacked last
-dimension of size 2 (half the compiled step on low_dim_gauss_mix).
+dimension of size 2 (half the compiled step on low_dim_gauss_mix). For a regression,
+store the design matrix transposed, (K, N) contiguous, and write ``beta @ XT``: in the
+compiled SVI loop that ran 1.6-1.9x faster than ``beta @ X.T`` on an (N, K) matrix.
 
 Example (eight schools, non-centred)::
 
