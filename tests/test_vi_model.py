@@ -39,11 +39,24 @@ def test_eight_schools_log_density_equals_scipy_on_particles():
     assert torch.allclose(values["theta"], z[:, :1] + z[:, 1:2].exp() * z[:, 2:])
 
 
+def test_ordered_transforms_are_cumulative_sums_on_particles():
+    """The ordered bijections (a masked sum for K ≤ 32, cumsum above) equal
+    cumsum(u₁, exp u₂, …) and cumsum(exp u) over a leading particle dimension."""
+    g = torch.Generator().manual_seed(2)
+    for k in (2, 5, 32, 33):
+        u = torch.randn(6, k, generator=g, dtype=D64)
+        ordered = torch.cat([u[:, :1], u[:, 1:].exp()], -1).cumsum(-1)
+        torch.testing.assert_close(bijection(vi.ordered_vector)(u), ordered)
+        torch.testing.assert_close(bijection(vi.positive_ordered_vector)(u), u.exp().cumsum(-1))
+
+
 @pytest.mark.parametrize(
     "support, shape",
     [
         (vi.ordered_vector, (4,)),
         (vi.positive_ordered_vector, (4,)),
+        (vi.ordered_vector, (40,)),  # K > 32: cumsum, not the masked sum
+        (vi.positive_ordered_vector, (40,)),
         (constraints.lower_cholesky, (3, 3)),
         (constraints.simplex, (4,)),
         (constraints.corr_cholesky, (3, 3)),

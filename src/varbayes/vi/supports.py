@@ -56,6 +56,16 @@ ordered_vector = _Ordered()
 positive_ordered_vector = _PositiveOrdered()
 
 
+def _cumsum(x):
+    """Σ_{j≤k} x_j along the last dimension: for K ≤ 32 as a masked sum of K² terms (one fused
+    loop once compiled, where ``cumsum`` is an external call each way)."""
+    k = x.shape[-1]
+    if k > 32:
+        return x.cumsum(-1)
+    mask = torch.ones(k, k, dtype=x.dtype, device=x.device).tril()
+    return (x.unsqueeze(-2) * mask).sum(-1)
+
+
 class OrderedTransform(Transform):
     """u ∈ R^K ↦ θ with θ_1 = u_1, θ_k = θ_{k-1} + exp(u_k); log|det J| = Σ_{k≥2} u_k."""
 
@@ -67,7 +77,7 @@ class OrderedTransform(Transform):
         return isinstance(other, OrderedTransform)
 
     def _call(self, u):
-        return torch.cat([u[..., :1], u[..., 1:].exp()], -1).cumsum(-1)
+        return _cumsum(torch.cat([u[..., :1], u[..., 1:].exp()], -1))
 
     def _inverse(self, theta):
         return torch.cat([theta[..., :1], (theta[..., 1:] - theta[..., :-1]).log()], -1)
@@ -157,7 +167,7 @@ class _PositiveFirst(Transform):
         return isinstance(other, _PositiveFirst)
 
     def _call(self, u):
-        return u.exp().cumsum(-1)
+        return _cumsum(u.exp())
 
     def _inverse(self, theta):
         return torch.cat([theta[..., :1], theta[..., 1:] - theta[..., :-1]], -1).log()
