@@ -36,6 +36,7 @@ torch.compile bug, and so does ``torch.linalg.cholesky`` with its gradient
 back to one step a call). A chunk whose ELBO or parameters come out non-finite, or whose call
 raises, is undone (parameters, Adam's state and the generator) and replayed one step a
 call, so that the failure is reported at the step where the eager path reports it.
+Measured on CPUs only; on a GPU the loop reads its condition on the host each step.
 
 It serves the full batch, the pathwise and IWAE estimators and the guides of
 :mod:`varbayes.vi.guides`; a model that cannot be traced as one graph (Python control flow
