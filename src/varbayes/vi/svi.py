@@ -176,7 +176,8 @@ def fit(
         estimator): the whole ELBO and its gradient as one ``torch.compile`` graph
         (:mod:`varbayes.vi.compiled`). With the default optimizer its Adam update goes in
         the same graph (its state stays the optimizer's, so ``state`` resumes either
-        way) and ``sync_every`` steps run as one compiled ``torch.while_loop`` call;
+        way) and ``sync_every`` steps run as one compiled ``torch.while_loop`` call (a
+        few, where their noise would pass ``varbayes.vi.compiled.NOISE_BYTES``);
         another optimizer or a scheduler steps eagerly, one step a call. The same steps
         as eager to rounding, a divergence reported at the same step. The first call
         compiles (seconds); a resumed call reuses it (``state.compiled``); a model that
