@@ -186,9 +186,7 @@ class CompiledStep:
                 self._loop = None
                 self.loop_error = str(exc.__cause__ or exc).splitlines()[0]
         if self._loop is None:
-            self._fn = torch.compile(
-                (lambda flat, eps, data: grad_and_value(flat, eps, data)), **options
-            )
+            self._fn = torch.compile(grad_and_value, **options)
             self.check(optimizer)
         self.adam_in_graph = self._loop is not None
 

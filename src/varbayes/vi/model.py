@@ -472,11 +472,7 @@ class Model:
         if not self.rows:
             raise ValueError("subsample needs Model(..., rows=[...]): the per-row data names")
         index = torch.as_tensor(index, device=self.device)
-        view = object.__new__(type(self))
-        view.__dict__.update(self.__dict__)
-        view.data = dict(self.data)
-        for k in self.rows:
-            view.data[k] = self.data[k][index]
+        view = self.rebind({k: self.data[k][index] for k in self.rows})
         view.num_data = int(index.numel())
         view.scale = self.scale * self.num_data / view.num_data
         return view
