@@ -692,3 +692,23 @@ def test_a_float32_guide_on_float64_data_names_the_dtypes():
     x, y = torch.randn(20, 2, dtype=torch.float64), torch.randn(20, dtype=torch.float64)
     with pytest.raises(ValueError, match=r"q is torch.float32 but the model .* torch.float64"):
         fit(LinearRegression(x, y), MeanFieldNormal(2), num_steps=3)
+
+
+@pytest.mark.parametrize("shape, block", [((1, 10), True), ((2, 7), True), ((2, 10), False)])
+def test_a_chunks_noise_is_the_eager_steps_noise(shape, block):
+    """The compiled loop's noise for k steps equals k calls of torch.randn(shape) from the
+    same generator, in one call of the sampler where each step's noise has fewer than
+    16 values, one call a step otherwise; the generator ends in the same state."""
+    from varbayes.vi.compiled import _noise_buffer
+
+    buffer, one_call = _noise_buffer(100, shape, torch.zeros((), dtype=D64))
+    assert one_call is block
+    g1, g2 = torch.Generator().manual_seed(5), torch.Generator().manual_seed(5)
+    if one_call:
+        buffer[:37].normal_(generator=g1)
+    else:
+        for row in buffer[:37].unbind(0):
+            row.normal_(generator=g1)
+    eager = torch.stack([torch.randn(shape, generator=g2, dtype=D64) for _ in range(37)])
+    assert torch.equal(buffer[:37], eager)
+    assert torch.equal(g1.get_state(), g2.get_state())

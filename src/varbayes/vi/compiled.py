@@ -25,17 +25,19 @@ fused Adam to rounding and halves a small model's step (48 against 109 µs on ei
 schools). Any other optimizer, or a scheduler, steps eagerly on ``flat.grad``.
 
 With Adam in the graph, ``sync_every`` steps (one chunk of the fit's loop) run as one call:
-``torch.while_loop`` over that step, with the chunk's noise (drawn beforehand by the same
-per-step calls, so the stream is the eager path's) and the ELBO values carried through
+``torch.while_loop`` over that step, with the chunk's noise (drawn beforehand, the eager
+path's stream: one call of the sampler where a step's noise has fewer than 16 values,
+one call a step otherwise; see :func:`_noise_buffer`) and the ELBO values carried through
 the loop, compiled with inductor's C++ wrapper, so that no Python runs between steps
 (2-6x the steps/s of one step a call on the posteriordb models: 17-110k steps/s). The
 data tensors of a :class:`~varbayes.vi.model.Model` enter the loop as inputs (a tensor
 the loop body captures from a closure and views inside the gradient trips a
 torch.compile bug, and so does ``torch.linalg.cholesky`` with its gradient
 (``cholesky_ex`` compiles); a model that does either, or any other loop failure, falls
-back to one step a call). A chunk whose ELBO or parameters come out non-finite, or whose call
-raises, is undone (parameters, Adam's state and the generator) and replayed one step a
-call, so that the failure is reported at the step where the eager path reports it.
+back to one step a call). The loop computes out of place: a call whose ELBO or parameters come
+out non-finite (checked in the graph), or which raises, writes nothing back, and its
+steps are replayed one a call on the same noise, so that the failure is reported at the
+step where the eager path reports it.
 Measured on CPUs only; on a GPU the loop reads its condition on the host each step.
 
 It serves the full batch, the pathwise and IWAE estimators and the guides of
@@ -133,8 +135,11 @@ class CompiledStep:
         )  # fmt: skip
         self._flat = guide.flat.detach()  # λ's storage, updated in place by the graph
         self._data = _data_tensors(model)
-        self._eps = self._flat.new_zeros((self.rows, *self.shape))  # a call's noise
+        self._eps, self._block = _noise_buffer(self.rows, self.shape, self._flat)
         self._rows = self._eps.unbind(0)
+        #: rows of _eps drawn for a call that failed, not yet taken by :meth:`step`
+        self._pending = self._taken = 0
+        self._n: dict[int, torch.Tensor] = {}  # the step counts of the calls, as tensors
         adapter = _FromNoise(guide)
 
         def neg_elbo(flat, eps, data):
@@ -156,7 +161,8 @@ class CompiledStep:
             return flat - step_size * m / (v.sqrt() / bc2_sqrt + adam_eps), m, v, t
 
         def adam_steps(flat, eps, n, data, m, v, t, lr, beta1, beta2, adam_eps):
-            """n ≤ chunk steps of Adam on noise eps[0..n): (λ, m, v, t, −ELBO values)."""
+            """n ≤ chunk steps of Adam on noise eps[0..n): (λ, m, v, t, −ELBO values, ok),
+            ok: whether the values and λ are all finite (the values past n are zeros)."""
             values = eps.new_zeros(eps.shape[0])
 
             def cond(i, flat, m, v, t, values):
@@ -169,7 +175,9 @@ class CompiledStep:
                 return i + 1, flat, m, v, t, values.index_copy(0, row, neg.reshape(1))
 
             i = torch.zeros((), dtype=torch.int64, device=flat.device)
-            return torch.while_loop(cond, body, (i, flat, m, v, t, values))[1:]
+            flat, m, v, t, values = torch.while_loop(cond, body, (i, flat, m, v, t, values))[1:]
+            ok = torch.isfinite(values).all() & torch.isfinite(flat).all()
+            return flat, m, v, t, values, ok
 
         # isolate_recompiles: every CompiledStep keeps its own dynamo cache (they all
         # compile the same code, and a shared cache would allow only 8 fits a process)
@@ -219,11 +227,12 @@ class CompiledStep:
         if the model or the settings changed in a way the guards see (a Python number it
         reads, a tensor's shape, the learning rate); the loop then skips the guards."""
         flat = self._flat.clone()
+        self._pending = self._taken = 0  # a new fit: no noise left over from the last one
         try:
             with no_validation():
                 if self._loop is not None:
                     m, v, t, *settings = self._adam_state(optimizer)
-                    eps = flat.new_zeros((self.rows, *self.shape))
+                    eps = _padded_zeros(self.rows, self.shape, flat)
                     one = torch.ones((), dtype=torch.int64, device=flat.device)
                     self._loop(flat, eps, one, self._data, m, v, t, *settings)
                 else:
@@ -249,10 +258,19 @@ class CompiledStep:
         )
 
     def step(self, generator: torch.Generator | None, optimizer) -> torch.Tensor:
-        """Draw ε and take one step: Adam in the graph (a loop of one step), or
-        ∇λ(−ELBO) into ``flat.grad`` and ``optimizer.step()``. Returns the ELBO estimate."""
+        """Draw ε (or take the next row left by a failed :meth:`steps` call) and take one
+        step: Adam in the graph (a loop of one step), or ∇λ(−ELBO) into ``flat.grad`` and
+        ``optimizer.step()``. Returns the ELBO estimate."""
         if self._loop is not None:
-            return self._run(self._draw(generator, 1), 1, optimizer)[0]
+            if self._taken < self._pending:  # the failed call's rows, in order
+                if self._taken:
+                    self._rows[0].copy_(self._rows[self._taken])  # row 0 is taken
+                self._taken += 1
+            else:
+                self._pending = self._taken = 0
+                self._draw(generator, 1)
+            values, ok = self._run(self._eps, 1, optimizer, check=False)
+            return values[0]
         flat = self._flat
         grad, neg = self._fn(flat, randn(self.shape, generator, flat), self._data)
         self.guide.flat.grad = grad
@@ -261,48 +279,75 @@ class CompiledStep:
 
     def steps(self, generator: torch.Generator | None, optimizer, k: int):
         """``k`` ≤ :attr:`steps_per_call` steps in one call of the compiled loop; returns their ELBO
-        estimates ``(k,)``, or None (with λ, Adam's state and the generator as before the
-        call) when there is no loop, or the call raised or gave a non-finite ELBO or λ:
-        the caller then takes the k steps one at a time with :meth:`step`."""
+        estimates ``(k,)``, or None (λ and Adam's state as before the call) when there is
+        no loop, or the call raised or gave a non-finite ELBO or λ: the caller then takes
+        the k steps one at a time with :meth:`step`, which takes the noise this call drew."""
         if self._loop is None:
             return None
-        flat = self._flat
-        m, v, t, *_ = self._adam_state(optimizer)
-        rng = generator.get_state() if generator is not None else torch.get_rng_state()
-        saved = [x.clone() for x in (flat, m, v, t)]
+        self._draw(generator, k)
         try:
-            values = self._run(self._draw(generator, k), k, optimizer)
-            ok = bool(torch.isfinite(values).all()) and bool(torch.isfinite(flat).all())
+            values, ok = self._run(self._eps, k, optimizer, check=True)
         except (RuntimeError, ValueError):
             ok = False
         if ok:
             return values
-        for x, old in zip((flat, m, v, t), saved, strict=True):
-            x.copy_(old)
-        if generator is not None:
-            generator.set_state(rng)
-        else:
-            torch.set_rng_state(rng)
+        self._pending, self._taken = k, 0
         return None
 
-    def _draw(self, generator, k: int) -> torch.Tensor:
-        """The noise of k steps in the rows of one (rows, S, noise_dim) buffer, each row
-        drawn as the eager step draws its ε (the same stream; rows past k are left as
-        they are: the loop reads rows < k, and its shapes stay fixed)."""
-        if generator is not None and generator.device == self._flat.device:
+    def _draw(self, generator, k: int) -> None:
+        """The noise of k steps into the first k rows of the (rows, S, noise_dim) buffer,
+        each row as the eager step draws its ε (the same stream): in one call where
+        :func:`_noise_buffer` found that equal, else one call a row. Rows past k are left
+        as they are (the loop reads rows < k, and its shapes stay fixed)."""
+        if self._block and (generator is None or generator.device == self._flat.device):
+            self._eps[:k].normal_(generator=generator)
+        elif generator is not None and generator.device == self._flat.device:
             for row in self._rows[:k]:
                 row.normal_(generator=generator)  # = torch.randn(shape, generator=...)
         else:
             for row in self._rows[:k]:
                 row.copy_(randn(self.shape, generator, self._flat))
-        return self._eps
 
-    def _run(self, eps, k: int, optimizer) -> torch.Tensor:
-        """k steps of the compiled loop; λ and Adam's state written back in place."""
+    def _run(self, eps, k: int, optimizer, check: bool):
+        """k steps of the compiled loop: (ELBO values (k,), ok). The loop computes out of
+        place; λ and Adam's state are written back unless ``check`` and a value or λ came
+        out non-finite (ok False: left as before the call)."""
         flat = self._flat
         m, v, t, *settings = self._adam_state(optimizer)
-        n = torch.tensor(k, dtype=torch.int64, device=flat.device)
-        out = self._loop(flat, eps, n, self._data, m, v, t, *settings)
-        for x, new in zip((flat, m, v, t), out[:4], strict=True):
-            x.copy_(new)
-        return -out[4][:k]
+        if k not in self._n:
+            self._n[k] = torch.tensor(k, dtype=torch.int64, device=flat.device)
+        out = self._loop(flat, eps, self._n[k], self._data, m, v, t, *settings)
+        values = out[4][:k]
+        ok = not check or bool(out[5])
+        if ok:
+            for x, new in zip((flat, m, v, t), out[:4], strict=True):
+                x.copy_(new)
+        return values.neg(), ok
+
+
+def _noise_buffer(rows: int, shape: tuple, like: torch.Tensor) -> tuple[torch.Tensor, bool]:
+    """A (rows, S, noise_dim) noise buffer in ``like``'s dtype and device, and whether one
+    ``normal_`` call on its first k rows draws exactly what k calls of ``torch.randn(shape)``
+    draw from the same generator state (checked here on a seeded generator).
+
+    torch's CPU sampler fills a contiguous tensor of 16 or more values in blocks (a
+    stream of its own) and any other tensor value by value; a buffer whose rows are
+    padded by one value is not contiguous, so for rows of fewer than 16 values one call
+    gives the per-row stream (about 2 µs a row less). Elsewhere (a GPU, larger rows) the
+    check fails and the rows are drawn one call each."""
+    buffer = _padded_zeros(rows, shape, like)
+    probe = buffer[: 17 // buffer[0].numel() + 2]  # ≥ 17 values and ≥ 2 rows
+    gen = torch.Generator(device=like.device)
+    gen.manual_seed(0)
+    probe.normal_(generator=gen)
+    gen.manual_seed(0)
+    rows_drawn = [randn(shape, gen, like) for _ in range(probe.shape[0])]
+    same = probe.shape[0] == len(rows_drawn) and torch.equal(probe, torch.stack(rows_drawn))
+    return buffer, bool(same)
+
+
+def _padded_zeros(rows: int, shape: tuple, like: torch.Tensor) -> torch.Tensor:
+    """Zeros of shape (rows, *shape) whose rows are padded by one value (not contiguous):
+    the layout of every noise buffer the loop sees, so that it compiles once."""
+    size = int(torch.Size(shape).numel())
+    return like.new_zeros((rows, size + 1))[:, :size].unflatten(1, shape)

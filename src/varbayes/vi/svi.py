@@ -355,6 +355,7 @@ def fit(
                         break
                     values.append(part)
                     done += k
+                checked = done  # steps whose λ the compiled loop found finite
                 try:
                     for _ in range(chunk_end - n - done):
                         values.append(step().reshape(1))
@@ -375,7 +376,9 @@ def fit(
                 stop = monitor.extend(host)
                 if (tol > 0 or rtol > 0) and _no_trend(monitor.history, window, tol, rtol):
                     monitor.state.converged = stop = True
-                if not _finite(guide):  # a finite ELBO but a NaN gradient: caught here
+                # a finite ELBO but a NaN gradient: caught here (a compiled call has
+                # checked its own λ)
+                if done > checked and not _finite(guide):
                     raise NonFiniteObjectiveError(
                         f"the guide's parameters became non-finite by step {n}.", n
                     )
