@@ -195,9 +195,10 @@ def numpyro_model(name, td, dtype="float32"):
     return models[name]
 
 
-def run_numpyro(name, td, guide_kind, steps, lr, n_draws, seed):
+def run_numpyro(name, td, guide_kind, steps, lr, n_draws, seed, repeats=1):
     """Fit posterior ``name`` with a NumPyro autoguide as ``svi.run`` does; see the module
-    docstring for what is timed."""
+    docstring for what is timed. steps/s: the median over the fit and ``repeats`` − 1
+    further runs of its compiled scan."""
     import jax
     import numpyro
     from numpyro.infer import SVI, Predictive, Trace_ELBO, autoguide
@@ -217,12 +218,18 @@ def run_numpyro(name, td, guide_kind, steps, lr, n_draws, seed):
     state, losses = compiled(state)
     jax.block_until_ready(losses)
     t2 = time.perf_counter()
+    rates = [steps / (t2 - t1)]
+    for _ in range(repeats - 1):  # the same steps again, from the fitted state
+        t = time.perf_counter()
+        jax.block_until_ready(compiled(state))
+        rates.append(steps / (time.perf_counter() - t))
+    rate = float(np.median(rates))
     params = svi.get_params(state)
     if not all(np.isfinite(np.asarray(v)).all() for v in jax.tree_util.tree_leaves(params)):
         # NumPyro returns NaN parameters after a divergence, with no error: record it
         nan = float("nan")
         return Result(
-            name, f"NumPyro {guide_kind}", steps, steps / (t2 - t1), t2 - t0, t2 - t1, nan,
+            name, f"NumPyro {guide_kind}", steps, rate, t2 - t0, t2 - t1, nan,
             nan, nan, nan, nan, "DIVERGED: NaN parameters after the steps",
         )  # fmt: skip
     key = jax.random.PRNGKey(seed + 1)
@@ -234,7 +241,7 @@ def run_numpyro(name, td, guide_kind, steps, lr, n_draws, seed):
     err, lo, hi = accuracy(name, {k: np.asarray(v) for k, v in draws.items()})
     khat = float(psis_diagnostic(key, params, model, guide, num_particles=2000))
     return Result(
-        name, f"NumPyro {guide_kind}", steps, steps / (t2 - t1), t2 - t0, t2 - t1, elbo, err,
+        name, f"NumPyro {guide_kind}", steps, rate, t2 - t0, t2 - t1, elbo, err,
         lo, hi, khat,
     )  # fmt: skip
 
@@ -383,13 +390,15 @@ def run_compiled_svi(name, data, steps, lr, unroll, n_draws, seed):
     )  # fmt: skip
 
 
-def run_svi_fit(name, data, steps, lr, n_draws, seed, compile=True):
+def run_svi_fit(name, data, steps, lr, n_draws, seed, compile=True, repeats=1):
     """The library's generic SVI path: ``varbayes.vi.svi.fit(model, MeanFieldNormal(...),
     compile=compile)`` (compiled: the whole ELBO and its gradient as one graph; eager: the
     autograd path; both with the public fused Adam and the loop's monitor and checks) with
     AutoNormal's recipe as above, all ``steps`` steps (tol = rtol = 0). Timed: model
     construction, a first call of 10 steps (which compiles), then the rest resumed from its
-    state (the compiled gradient is reused); steps/s is the resumed call's."""
+    state (the compiled gradient is reused); steps/s is the resumed call's (the median
+    over it and ``repeats`` − 1 further resumed calls of as many steps, after the accuracy
+    is measured)."""
     import posteriordb_models
     import torch
 
@@ -416,11 +425,16 @@ def run_svi_fit(name, data, steps, lr, n_draws, seed, compile=True):
         return Result(name, tool, steps, nan, t, t, nan, nan, nan, nan, nan, why)
     t2 = time.perf_counter()
     note = f"compile {t1 - t0:.1f} s; {r.message}"
-    loc, scale = guide.loc.detach(), guide.scale.detach()
-    rate = (steps - 10) / (t2 - t1)
+    loc, scale = guide.loc.detach().clone(), guide.scale.detach().clone()
+    rates = [(steps - 10) / (t2 - t1)]
+    for _ in range(repeats - 1):  # the same steps again, resumed
+        t = time.perf_counter()
+        r = fit(model, guide, num_steps=steps - 10, state=r.state, **kw)
+        rates.append((steps - 10) / (time.perf_counter() - t))
     return _meanfield_result(
-        name, data, tool, loc, scale, steps, rate, t2 - t0, t2 - t1, note, gen, n_draws
-    )
+        name, data, tool, loc, scale, steps, float(np.median(rates)), t2 - t0, t2 - t1, note,
+        gen, n_draws,
+    )  # fmt: skip
 
 
 def _meanfield_result(name, data, tool, loc, scale, steps, rate, wall, run_s, note, gen, n_draws):
@@ -467,6 +481,25 @@ HEADER = (
 )
 
 
+def allocator() -> str:
+    """The malloc this process runs on: a preloaded tcmalloc or jemalloc (their shared
+    library mapped in), else the C library's."""
+    try:
+        maps = pathlib.Path("/proc/self/maps").read_text()
+    except OSError:
+        return "unknown"
+    for name in ("tcmalloc", "jemalloc", "mimalloc"):
+        if name in maps:
+            return f"{name} (preloaded)"
+    return "the C library's malloc"
+
+
+def _torch_threads() -> int:
+    import torch
+
+    return torch.get_num_threads()
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--posteriors", default=",".join(_data.POSTERIORS), help="comma-separated")
@@ -497,6 +530,13 @@ def main(argv=None) -> int:
         help="also run the library's generic SVI path, svi.fit, with AutoNormal's recipe: "
         "'compiled', 'eager' or both (comma-separated)",
     )
+    p.add_argument(
+        "--repeats",
+        type=int,
+        default=3,
+        help="steps/s of NumPyro and of svi.fit: the median of this many timed runs of "
+        "--steps steps (the fit and repeats - 1 more from its state; default 3)",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", default=None, help="also write the results to this JSON file")
     args = p.parse_args(argv)
@@ -504,6 +544,7 @@ def main(argv=None) -> int:
     libs = set(args.libs.split(","))
     pyro_names = set(args.pyro_posteriors.split(","))
     results = []
+    print(f"memory allocator: {allocator()}; torch threads: {_torch_threads()}", flush=True)
     print(HEADER, flush=True)
     for name in names:
         data = _data.load_data(name)
@@ -521,11 +562,15 @@ def main(argv=None) -> int:
             if lib == "varbayes":
                 r = run_varbayes(name, data, kind, args.draws, args.seed)
             elif lib == "varbayes-svi-fit":
-                r = run_svi_fit(name, data, args.steps, args.lr, args.draws, args.seed, kind)
+                r = run_svi_fit(
+                    name, data, args.steps, args.lr, args.draws, args.seed, kind, args.repeats
+                )
             elif lib == "varbayes-svi":
                 r = run_compiled_svi(name, data, args.steps, args.lr, kind, args.draws, args.seed)
             elif lib == "numpyro":
-                r = run_numpyro(name, td, kind, args.steps, args.lr, args.draws, args.seed)
+                r = run_numpyro(
+                    name, td, kind, args.steps, args.lr, args.draws, args.seed, args.repeats
+                )
             else:
                 r = run_pyro(
                     name, td, args.pyro_steps or args.steps, args.lr, args.draws, args.seed
