@@ -43,7 +43,7 @@ Measured on CPUs only; on a GPU the loop reads its condition on the host each st
 Inductor's loop allocates each intermediate buffer of the step afresh every iteration
 (20-50 small tensors on the posteriordb models), and glibc's aligned ``malloc`` is slow
 at that: about half of a small model's step. Preloading tcmalloc or jemalloc
-(``LD_PRELOAD``) makes the loop 1.2-1.6x faster there; a process-wide choice, left to
+(``LD_PRELOAD``) makes the loop 1.15-1.6x faster there; a process-wide choice, left to
 the user (README, BENCHMARKS.md).
 
 It serves the full batch, the pathwise and IWAE estimators and the guides of

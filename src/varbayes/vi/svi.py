@@ -184,7 +184,7 @@ def fit(
         cannot be traced as one graph is refused with ``ValueError``. The loop runs on
         torch's thread count at compilation: on a 2-core VM, ``torch.set_num_threads(1)``
         before ``fit`` ran the posteriordb models 1.0-1.2x faster, and preloading
-        tcmalloc or jemalloc (``LD_PRELOAD``) 1.2-1.6x faster (BENCHMARKS.md).
+        tcmalloc or jemalloc (``LD_PRELOAD``) 1.15-1.6x faster (BENCHMARKS.md).
 
     The default optimizer is ``torch.optim.Adam(lr, fused=True)``; every step writes
     ∇λ(-ELBO) into ``.grad`` (hand-derived on the fast path, by autograd otherwise) and
