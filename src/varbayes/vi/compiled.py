@@ -71,12 +71,15 @@ __all__ = ["CompiledStep", "NOISE_BYTES"]
 NOISE_BYTES = 64 * 2**20
 
 
-#: Inductor's options for the loop: the C++ wrapper runs it without Python between steps;
-#: inductor's decompose_mm_pass writes a product with one row (θ of one particle times a
-#: design matrix, and its gradient) of at most 2,048 columns as a fused multiply-sum
-#: instead of an external BLAS call through torch's dispatcher, twice a step: mesquite
-#: (46 × 7) 59k → 77-80k steps/s, nes (701 × 9) 72k → 85k with tcmalloc (BENCHMARKS.md).
-LOOP_OPTIONS = {"cpp_wrapper": True, "post_grad_fusion_options": {"decompose_mm_pass": {}}}
+#: Inductor's options for the loop: the C++ wrapper runs it without Python between steps.
+LOOP_OPTIONS = {"cpp_wrapper": True}
+#: Where every data tensor has at most SMALL_DATA values, inductor's decompose_mm_pass as
+#: well: it writes a product with one row (θ of one particle times a design matrix, and
+#: its gradient) as a fused multiply-sum instead of an external BLAS call through
+#: torch's dispatcher, twice a step. Measured (BENCHMARKS.md): mesquite (46 × 7) 59k →
+#: 77-80k steps/s; nes (701 × 9) 72k → 85k with tcmalloc but 49-52k → 34k or 57k with
+#: glibc's malloc, in different processes; so only for small data.
+SMALL_DATA = 4096
 
 
 class _FromNoise(nn.Module):
@@ -200,7 +203,10 @@ class CompiledStep:
         #: why the steps run one a call although Adam is in the graph (None: they don't)
         self.loop_error: str | None = None
         if adam_in_graph:
-            self._loop = torch.compile(adam_steps, options=LOOP_OPTIONS, **options)
+            loop_options = dict(LOOP_OPTIONS)
+            if all(x.numel() <= SMALL_DATA for x in self._data.values()):
+                loop_options["post_grad_fusion_options"] = {"decompose_mm_pass": {}}
+            self._loop = torch.compile(adam_steps, options=loop_options, **options)
             try:
                 self.check(optimizer)
             except ValueError as exc:  # e.g. the closure bug above: one step a call
