@@ -397,8 +397,8 @@ def run_svi_fit(name, data, steps, lr, n_draws, seed, compile=True, repeats=1):
     AutoNormal's recipe as above, all ``steps`` steps (tol = rtol = 0). Timed: model
     construction, a first call of 10 steps (which compiles), then the rest resumed from its
     state (the compiled gradient is reused); steps/s is the resumed call's (the median
-    over it and ``repeats`` − 1 further resumed calls of as many steps, after the accuracy
-    is measured)."""
+    over it and ``repeats`` − 1 further resumed calls of as many steps; the accuracy is that
+    of the parameters after the first ``steps``, copied before the repeats)."""
     import posteriordb_models
     import torch
 

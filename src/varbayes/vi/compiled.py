@@ -288,8 +288,7 @@ class CompiledStep:
             else:
                 self._pending = self._taken = 0
                 self._draw(generator, 1)
-            values, ok = self._run(self._eps, 1, optimizer, check=False)
-            return values[0]
+            return self._run(self._eps, 1, optimizer, check=False)[0][0]
         flat = self._flat
         grad, neg = self._fn(flat, randn(self.shape, generator, flat), self._data)
         self.guide.flat.grad = grad
@@ -360,9 +359,8 @@ def _noise_buffer(rows: int, shape: tuple, like: torch.Tensor) -> tuple[torch.Te
     gen.manual_seed(0)
     probe.normal_(generator=gen)
     gen.manual_seed(0)
-    rows_drawn = [randn(shape, gen, like) for _ in range(probe.shape[0])]
-    same = probe.shape[0] == len(rows_drawn) and torch.equal(probe, torch.stack(rows_drawn))
-    return buffer, bool(same)
+    one_by_one = torch.stack([randn(shape, gen, like) for _ in range(probe.shape[0])])
+    return buffer, bool(torch.equal(probe, one_by_one))
 
 
 def _padded_zeros(rows: int, shape: tuple, like: torch.Tensor) -> torch.Tensor:
