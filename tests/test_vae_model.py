@@ -613,3 +613,21 @@ def test_beta_weighted_training_loss_equals_a_hand_computation(kl):
         kl_b = (log_q - Normal(0.0, 1.0).log_prob(z).sum(-1)).mean(0)
     torch.testing.assert_close(loss, -(recon - 0.5 * kl_b).mean())
     torch.testing.assert_close(sums, torch.stack([(recon - kl_b).sum(), recon.sum(), kl_b.sum()]))
+
+
+def test_standard_normal_kl_is_torchs_kl_and_compiles_as_one_graph():
+    """The written-out KL(N(μ, σ²) || N(0, I)) equals torch's ``kl_divergence`` of the two
+    Normals bit for bit, and traces under ``torch.compile(fullgraph=True)``."""
+    from torch.distributions import Independent, kl_divergence
+
+    from varbayes.vae.priors import StandardNormalPrior
+
+    g = torch.Generator().manual_seed(3)
+    loc = torch.randn(64, 7, generator=g) * 3
+    scale = torch.rand(64, 7, generator=g) * 4 + 1e-3
+    prior = StandardNormalPrior()
+    q = Independent(Normal(loc, scale), 1)
+    p = Independent(Normal(torch.zeros_like(loc), torch.ones_like(loc)), 1)
+    assert torch.equal(prior.kl(loc, scale), kl_divergence(q, p))
+    compiled = torch.compile(prior.kl, fullgraph=True, backend="eager")
+    torch.testing.assert_close(compiled(loc, scale), kl_divergence(q, p))
