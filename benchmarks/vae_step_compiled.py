@@ -62,11 +62,8 @@ def main():
     names = [n for n, _ in mc.named_parameters()]
     params = [p for _, p in mc.named_parameters()]
     for p in params:
-        opt_c.state[p] = {
-            "step": torch.zeros(()),
-            "exp_avg": torch.zeros_like(p),
-            "exp_avg_sq": torch.zeros_like(p),
-        }
+        # Adam's moments in the optimizer's own state (the step count stays on the host)
+        opt_c.state[p] = {"exp_avg": torch.zeros_like(p), "exp_avg_sq": torch.zeros_like(p)}
     ms = [opt_c.state[p]["exp_avg"] for p in params]
     vs = [opt_c.state[p]["exp_avg_sq"] for p in params]
 
@@ -114,8 +111,6 @@ def main():
                 params, ms, vs, x, eps,
                 torch.tensor(1e-3 / (1 - 0.9**t)), torch.tensor((1 - 0.999**t) ** 0.5),
             )  # fmt: skip
-        for p in params:
-            opt_c.state[p]["step"].fill_(t)
         if t % 64 == 0:
             flush_subnormal_moments(opt_c)
         return value
