@@ -19,10 +19,11 @@ update goes into the same graph:
     t ← t + 1,  m ← β₁m + (1−β₁)g,  v ← β₂v + (1−β₂)g²,
     λ ← λ − (lr / (1−β₁ᵗ)) · m / (√v / √(1−β₂ᵗ) + ε),
 
-written into the optimizer's own state tensors (``step``, ``exp_avg``, ``exp_avg_sq``),
-so that its ``state_dict`` resumes the run eagerly or compiled alike; it equals torch's
-fused Adam to rounding and halves a small model's step (48 against 109 µs on eight
-schools). Any other optimizer, or a scheduler, steps eagerly on ``flat.grad``.
+(:func:`varbayes.adam.adam_update`) written into the optimizer's own state tensors
+(``step``, ``exp_avg``, ``exp_avg_sq``), so that its ``state_dict`` resumes the run
+eagerly or compiled alike; it equals torch's fused Adam to rounding and halves a small
+model's step (48 against 109 µs on eight schools). Any other optimizer, or a scheduler,
+steps eagerly on ``flat.grad``.
 
 With Adam in the graph, ``sync_every`` steps (one chunk of the fit's loop) run as one call:
 ``torch.while_loop`` over that step, with the chunk's noise (drawn beforehand, the eager
@@ -59,6 +60,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
+from varbayes.adam import adam_update, bias_corrections
 from varbayes.vi.drawn import randn
 from varbayes.vi.elbo import objective
 from varbayes.vi.guides import Guide
@@ -167,16 +169,6 @@ class CompiledStep:
 
         grad_and_value = torch.func.grad_and_value(neg_elbo)
 
-        def adam_update(flat, grad, m, v, t, lr, beta1, beta2, adam_eps):
-            """Adam as torch's: returns (λ, m, v, t) updated (out of place)."""
-            t = t + 1
-            m = torch.lerp(m, grad, 1 - beta1)
-            v = v * beta2 + (1 - beta2) * grad * grad
-            tt = t.to(torch.float64)  # the bias corrections in double, as torch's Adam
-            step_size = (lr / (1 - beta1**tt)).to(flat.dtype)
-            bc2_sqrt = (1 - beta2**tt).sqrt().to(flat.dtype)
-            return flat - step_size * m / (v.sqrt() / bc2_sqrt + adam_eps), m, v, t
-
         def adam_steps(flat, eps, n, data, m, v, t, lr, beta1, beta2, adam_eps):
             """n ≤ chunk steps of Adam on noise eps[0..n): (λ, m, v, t, −ELBO values, ok),
             ok: whether the values and λ are all finite (the values past n are zeros)."""
@@ -188,7 +180,11 @@ class CompiledStep:
             def body(i, flat, m, v, t, values):
                 row = i.reshape(1)
                 grad, neg = grad_and_value(flat, eps.index_select(0, row).squeeze(0), data)
-                flat, m, v, t = adam_update(flat, grad, m, v, t, lr, beta1, beta2, adam_eps)
+                t = t + 1
+                # the bias corrections in double, as torch's Adam (λ is small here)
+                c1, c2 = bias_corrections(t.to(torch.float64), lr, beta1, beta2)
+                c1, c2 = c1.to(flat.dtype), c2.to(flat.dtype)
+                flat, m, v = adam_update(flat, grad, m, v, c1, c2, beta1, beta2, adam_eps)
                 return i + 1, flat, m, v, t, values.index_copy(0, row, neg.reshape(1))
 
             i = torch.zeros((), dtype=torch.int64, device=flat.device)
