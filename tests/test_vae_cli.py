@@ -84,3 +84,33 @@ def test_precision_flag_is_saved_with_the_run_and_checked(tmp_path, capsys):
         main(["vae", "train", "--precision", "fp16", "--out", str(tmp_path / "x")])
     assert exc.value.code == 2
     assert "--precision: invalid choice: 'fp16'" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_compile_step_trains_and_bare_compile_means_the_loss(tmp_path, capsys):
+    """`--compile step` trains (digits, 1 epoch) to the eager run's ELBO; `--compile`
+    alone is `--compile loss`; an unknown value is refused by the parser."""
+    bounds = {}
+    for flags in ([], ["--compile", "step"]):
+        run = tmp_path / ("-".join(flags) or "eager")
+        args = ["vae", "train", "--dataset", "digits", "--epochs", "1", "--out", str(run)]
+        assert main([*args, *flags, "--no-progress", "--no-plot"]) == 0
+        line = json.loads((run / "metrics.jsonl").read_text().splitlines()[0])
+        bounds[run.name] = line["train_bound"]
+    assert bounds["--compile-step"] == pytest.approx(bounds["eager"], rel=1e-5)
+    from varbayes.cli import build_parser
+
+    assert build_parser().parse_args(["vae", "train", "--compile"]).compile == "loss"
+    with pytest.raises(SystemExit) as exc:
+        main(["vae", "train", "--compile", "graph", "--out", str(tmp_path / "x")])
+    assert exc.value.code == 2
+    assert "--compile: invalid choice: 'graph'" in capsys.readouterr().err
+
+
+def test_compile_step_under_torchrun_is_one_line_and_exit_2(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    args = ["vae", "train", "--dataset", "digits", "--out", str(tmp_path / "r")]
+    assert main([*args, "--compile", "step", "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "compile='step' runs in one process" in err and "\n" not in err
+    assert not (tmp_path / "r").exists()

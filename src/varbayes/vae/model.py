@@ -28,7 +28,6 @@ Images enter as tensors of shape (B, H, W), (B, 1, H, W) or (B, H·W), floating 
 
 from __future__ import annotations
 
-import functools
 import math
 from typing import NamedTuple
 
@@ -66,7 +65,8 @@ class _SampleLogDensities:
 
     log p(z_i) and log q(z_i|x) are computed on first use: the ELBO with the closed-form
     KL needs neither. With a prior that needs noise of its own (a second layer), log p(z_i)
-    is its one-sample estimate (:mod:`varbayes.vae.priors`).
+    is its one-sample estimate (:mod:`varbayes.vae.priors`). (Plain attributes rather than
+    ``functools.cached_property``, whose lock on Python 3.11 ``torch.compile`` cannot trace.)
     """
 
     def __init__(self, log_px_z, z, e, e_prior, loc, scale, log_prior):
@@ -74,17 +74,24 @@ class _SampleLogDensities:
         self.z, self.e, self.e_prior = z, e, e_prior  # (k, B, L), (k, B, L), (k, B, prior noise)
         self.loc, self.scale = loc, scale  # (B, L): μφ(x), σφ(x)
         self._log_prior = log_prior
+        self._log_pz = self._log_qz = None
 
-    @functools.cached_property
+    @property
     def log_pz(self) -> torch.Tensor:
-        return self._log_prior(self.z, self.e_prior if self.e_prior.shape[-1] else None)
+        if self._log_pz is None:
+            self._log_pz = self._log_prior(self.z, self.e_prior if self.e_prior.shape[-1] else None)
+        return self._log_pz
 
-    @functools.cached_property
+    @property
     def log_qz(self) -> torch.Tensor:
         # log q(z|x) at z = μ + σ ⊙ ε is −½ Σ ε² − Σ log σ − (L/2) log 2π (same value and
         # total gradient as scoring z, without the division).
-        e = self.e
-        return -0.5 * (e * e).sum(-1) - self.scale.log().sum(-1) - 0.5 * e.shape[-1] * _LOG_2PI
+        if self._log_qz is None:
+            e = self.e
+            self._log_qz = (
+                -0.5 * (e * e).sum(-1) - self.scale.log().sum(-1) - 0.5 * e.shape[-1] * _LOG_2PI
+            )
+        return self._log_qz
 
     @property
     def log_weights(self) -> torch.Tensor:

@@ -74,6 +74,7 @@ from varbayes.vae.config import VAEConfig
 from varbayes.vae.data import VAEData, load_vae_data
 from varbayes.vae.model import VAE
 from varbayes.vae.precision import bf16_products_supported, step_precision
+from varbayes.vae.step import CompiledStep
 
 __all__ = ["TrainResult", "TrainState", "Trainer", "TrainingDivergedError", "train"]
 
@@ -220,6 +221,7 @@ class _Run:
     train_x: torch.Tensor  # (N, D) on the device
     val_x: torch.Tensor  # (N_val, D) on the device
     n_batches: int
+    step: CompiledStep | None = None  # compile="step": loss, gradient and Adam as one graph
 
 
 def flush_subnormal_moments(optimizer: torch.optim.Optimizer) -> None:
@@ -255,8 +257,11 @@ class Trainer:
         Training/validation tensors (N, D) in [0, 1]; default: :func:`load_vae_data`
         of ``config`` from ``data_root``.
     device : ``"cpu"``, ``"cuda"``, ... (under torchrun with CUDA, ``cuda:LOCAL_RANK``).
-    compile : wrap the model's forward (the loss) in ``torch.compile``; a string is its
-        ``mode`` (``"reduce-overhead"``: CUDA graphs on a GPU).
+    compile : ``True`` wraps the model's forward (the loss) in ``torch.compile``; another
+        string than ``"step"`` is its ``mode`` (``"reduce-overhead"``: CUDA graphs on a
+        GPU). ``"step"`` compiles the whole step (loss, gradient and Adam's update) as one
+        graph (:mod:`varbayes.vae.step`): on a CPU about 1.3x (fp32) to 1.8x (bf16-mixed)
+        the eager step's speed; one process only; each batch size compiles once (10-20 s).
     progress : show a tqdm bar with ELBO, reconstruction term and KL (rank 0 only).
     verbose : print one summary line per epoch (rank 0 only).
     log_every : batches between host reads of the metrics (bar, NaN check, Ctrl-C
@@ -301,6 +306,11 @@ class Trainer:
                 "(no AVX512-BF16 or AMX); the products stay float32",
                 RuntimeWarning,
                 stacklevel=2,
+            )
+        if compile == "step" and self.world > 1:
+            raise ValueError(
+                "compile='step' runs in one process; under torchrun use compile=True "
+                "(the loss alone) or compile=False"
             )
         self.compile = compile
         self.progress = progress
@@ -467,6 +477,16 @@ class Trainer:
             net = torch.nn.parallel.DistributedDataParallel(
                 model, device_ids=[dev.index] if dev.type == "cuda" else None
             )
+        if self.compile == "step":
+            step = CompiledStep(
+                model,
+                opt,
+                forward=self._step_precision.forward,
+                backward=self._step_precision.backward,
+                autocast_inside=cfg.precision == "bf16-mixed",
+                loss_kwargs=dict(objective=cfg.objective, num_samples=cfg.num_samples, kl=cfg.kl),
+            )
+            return _Run(model, model, opt, train_x, val_x, n_batches, step), state
         mode = self.compile if isinstance(self.compile, str) else None
         forward = torch.compile(net, mode=mode) if self.compile else net
         return _Run(model, forward, opt, train_x, val_x, n_batches), state
@@ -565,18 +585,21 @@ class Trainer:
             device=x.device,
         )
         beta = self._beta(state.step, run.n_batches)
-        if self.compile:
-            beta = torch.tensor(beta, device=x.device)
-        # forward and backward under cfg.precision (precision.py); Adam in float32
-        with self._step_precision.forward():
-            loss, sums = run.forward(
-                x, beta=beta, eps=eps, objective=cfg.objective,
-                num_samples=cfg.num_samples, kl=cfg.kl,
-            )  # fmt: skip
-        run.optimizer.zero_grad(set_to_none=True)
-        with self._step_precision.backward():
-            loss.backward()
-        run.optimizer.step()
+        if run.step is not None:  # loss, gradient and Adam's update in one graph
+            loss, sums = run.step(x, eps, beta, state.step + 1)
+        else:
+            if self.compile:
+                beta = torch.tensor(beta, device=x.device)
+            # forward and backward under cfg.precision (precision.py); Adam in float32
+            with self._step_precision.forward():
+                loss, sums = run.forward(
+                    x, beta=beta, eps=eps, objective=cfg.objective,
+                    num_samples=cfg.num_samples, kl=cfg.kl,
+                )  # fmt: skip
+            run.optimizer.zero_grad(set_to_none=True)
+            with self._step_precision.backward():
+                loss.backward()
+            run.optimizer.step()
         state.sums += sums
         state.batch_losses[state.batch] = loss.detach()
         state.batch += 1
@@ -626,6 +649,8 @@ class Trainer:
 
     def _save(self, run: _Run, state: TrainState, name: str) -> None:
         """Checkpoint ``name`` and metrics.jsonl (rank 0 writes; every rank takes part)."""
+        if run.step is not None:
+            run.step.sync_optimizer()
         saved = state.to_checkpoint(run.optimizer, self.world)
         if self.is_main:
             self._last_checkpoint = save_checkpoint(
