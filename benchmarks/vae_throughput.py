@@ -18,16 +18,17 @@ batch 128, all 60,000 training images, the same number of epochs.
 Both report training samples/s per epoch (time of the training loop only) and the test
 loss per epoch (−ELBO per test image on grey levels, the reference's ``test()``
 metric, computed by one shared function). ``--variants`` lists the varbayes runs, each
-``PRECISION[+compile][@BATCH:LR]``: ``fp32`` (the default), ``bf16-mixed`` (the layers in
-bfloat16 under autocast) or ``bf16-matmul`` (float32 tensors, bfloat16 products inside
-oneDNN), optionally ``torch.compile``d, optionally with another batch
+``PRECISION[+compile|+step][@BATCH:LR]``: ``fp32`` (the default), ``bf16-mixed`` (the
+layers in bfloat16 under autocast) or ``bf16-matmul`` (float32 tensors, bfloat16 products
+inside oneDNN), optionally with the loss ``torch.compile``d (``+compile``) or the whole
+step compiled as one graph (``+step``: loss, gradient and Adam), optionally with another batch
 size and learning rate (the reference keeps 128 and 1e-3; compare the test losses).
 ``--rounds R`` repeats the whole comparison R times in a row (reference first, then each
 variant); each round's ratios use that round's own reference, which keeps a machine whose
 speed drifts from biasing them. Run::
 
     VARBAYES_DATA=/path/to/data python benchmarks/vae_throughput.py --epochs 2 --threads 2 \
-        --variants fp32,bf16-mixed,bf16-mixed+compile,bf16-mixed@256:3e-3 --rounds 3
+        --variants fp32,bf16-mixed,bf16-mixed+step,fp32+step,bf16-mixed@256:3e-3 --rounds 3
 """
 
 from __future__ import annotations
@@ -142,16 +143,20 @@ def run_reference(train, test, epochs, seed):
 
 
 # ------------------------------------------------------------------- varbayes
+COMPILE = {"": False, "compile": True, "step": "step"}  # the Trainer's compile argument
+
+
 def parse_variant(text: str) -> dict:
-    """``PRECISION[+compile][@BATCH:LR]`` → the Trainer's settings (checked by VAEConfig)."""
+    """``PRECISION[+compile|+step][@BATCH:LR]`` → the Trainer's settings (checked by
+    VAEConfig)."""
     head, _, tail = text.partition("@")
     precision, _, comp = head.partition("+")
     batch, _, lr = tail.partition(":") if tail else ("128", "", "1e-3")
-    if comp not in ("", "compile") or not lr:
-        raise ValueError("expected PRECISION[+compile][@BATCH:LR]")
+    if comp not in COMPILE or not lr:
+        raise ValueError("expected PRECISION[+compile|+step][@BATCH:LR]")
     batch, lr = int(batch), float(lr)
     VAEConfig(precision=precision, batch_size=batch, lr=lr)  # a bad value fails here
-    return {"precision": precision, "compile": bool(comp), "batch_size": batch, "lr": lr}
+    return {"precision": precision, "compile": COMPILE[comp], "batch_size": batch, "lr": lr}
 
 
 def run_varbayes(train_x, test_x, epochs, seed, name, variant):
@@ -207,7 +212,7 @@ def main():
     ap.add_argument(
         "--variants",
         default="fp32",
-        help="varbayes runs, comma-separated, each PRECISION[+compile][@BATCH:LR]",
+        help="varbayes runs, comma-separated, each PRECISION[+compile|+step][@BATCH:LR]",
     )
     ap.add_argument("--rounds", type=int, default=1, help="repeat the comparison this many times")
     ap.add_argument("--json", default=None, help="write the results here")

@@ -21,7 +21,12 @@ noise_dim), and three scalars [β_t, lr/(1−β₁ᵗ), √(1−β₂ᵗ)] compu
 a graph inductor would evaluate β^t once per element of each fused kernel). The batch
 gather, the binarization and ε stay outside the graph, drawn from the trainer's
 generators, so the compiled run draws the eager run's random numbers. Each batch size
-compiles once (``dynamic=False``): a full batch and the last, smaller one.
+compiles once (``dynamic=False``): a full batch and the last, smaller one. Once a batch
+shape has been compiled, its calls evaluate only the guards that tell the compiled graphs
+apart (the input shapes: ``torch.compiler.set_stance(skip_guard_eval_unsafe=True)``),
+which saves 0.2-0.3 ms of the 300 guards a step; everything else the guards would check
+(the model's modules and attributes, the contexts) is fixed when the step is built, so a
+callback must not replace the model's modules or parameters during a compiled-step run.
 
 Precision: under ``"bf16-mixed"`` the autocast context is entered inside the traced
 function (it is traced into the graph); under ``"bf16-matmul"`` the oneDNN setting is
@@ -134,12 +139,20 @@ class CompiledStep:
         scalars = torch.tensor([beta, step_size, bc2_sqrt], dtype=torch.float32).to(x.device)
         outside_forward, outside_backward = self._outside
         shape = (tuple(x.shape), tuple(eps.shape))
+        if shape in self._shapes:  # compiled for it already: check its guards only
+            with (
+                torch.compiler.set_stance(skip_guard_eval_unsafe=True),
+                torch.no_grad(),
+                outside_forward(),
+                outside_backward(),
+            ):
+                out = self._compiled(self._params, self._m, self._v, x, eps, scalars)
+            self._last_t = t
+            return out
         try:
             with torch.no_grad(), outside_forward(), outside_backward():
                 out = self._compiled(self._params, self._m, self._v, x, eps, scalars)
         except Exception as exc:
-            if shape in self._shapes:
-                raise
             first = (str(exc).strip().splitlines() or [""])[0]
             raise ValueError(
                 f"compile='step': this model's training step does not compile as one graph "
