@@ -19,7 +19,8 @@ keeps Burda's architecture and is a check of the prior, not a reproduction.
 
 How it uses the GPU: every run is its own process on the same device (they time-share it);
 the training images live on the device as one tensor, batches are drawn by indexing;
-``torch.compile`` of the loss with ``--compile-mode`` (``reduce-overhead``: CUDA graphs);
+``torch.compile`` of the loss with ``--compile-mode`` (``reduce-overhead``: CUDA graphs;
+``step``: the trainer's compiled whole step);
 metrics stay on the device (host reads every ``log_every`` batches); batches of
 ``--batch-size`` (default 100 instead of Burda's 20) with the learning rate scaled by
 √(B/20). Each run first times ``--probe-epochs`` epochs (which also compiles), then trains
@@ -145,7 +146,10 @@ def main():
     )
     ap.add_argument("--batch-size", type=int, default=100)
     ap.add_argument(
-        "--compile-mode", default="reduce-overhead", help="torch.compile mode ('' for eager)"
+        "--compile-mode",
+        default="reduce-overhead",
+        help="torch.compile mode of the loss ('' for eager; 'step': the whole step, loss, "
+        "gradient and Adam, as one graph, without CUDA graphs)",
     )
     ap.add_argument(
         "--precision",
