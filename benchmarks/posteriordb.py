@@ -488,10 +488,17 @@ def allocator() -> str:
         maps = pathlib.Path("/proc/self/maps").read_text()
     except OSError:
         return "unknown"
+    from varbayes.cpu_cache import library
+
+    cache = (
+        "; varbayes' compiled loop on its caching CPU allocator (varbayes.cpu_cache)"
+        if library() is not None
+        else "; varbayes.cpu_cache unavailable"
+    )
     for name in ("tcmalloc", "jemalloc", "mimalloc"):
         if name in maps:
-            return f"{name} (preloaded)"
-    return "the C library's malloc"
+            return f"{name} (preloaded){cache}"
+    return f"the C library's malloc{cache}"
 
 
 def _torch_threads() -> int:
