@@ -43,9 +43,10 @@ Measured on CPUs only; on a GPU the loop reads its condition on the host each st
 
 Inductor's loop allocates each intermediate buffer of the step afresh every iteration
 (20-50 small tensors on the posteriordb models), and glibc's aligned ``malloc`` is slow
-at that: about half of a small model's step. Preloading tcmalloc or jemalloc
-(``LD_PRELOAD``) makes the loop 1.15-1.6x faster there; a process-wide choice, left to
-the user (README, BENCHMARKS.md).
+at that: about half of a small model's step. ``svi.fit`` therefore runs the compiled loop
+on a caching CPU allocator (:mod:`varbayes.cpu_cache`: 1.1-1.7x the steps/s, the same
+steps); preloading tcmalloc or jemalloc (``LD_PRELOAD``) helps as much or more, as a
+process-wide choice left to the user (README, BENCHMARKS.md).
 
 It serves the full batch, the pathwise and IWAE estimators and the guides of
 :mod:`varbayes.vi.guides`; a model that cannot be traced as one graph (Python control flow
