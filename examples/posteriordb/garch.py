@@ -5,22 +5,20 @@ bound that depends on another parameter); sigma_1 = sigma1 (data),
 sigma_t^2 = alpha0 + alpha1 (y_{t-1} - mu)^2 + beta1 sigma_{t-1}^2; y_t ~ N(mu, sigma_t).
 
 The recursion is linear in s_t = sigma_t^2: with c_1 = sigma1^2 and
-c_t = alpha0 + alpha1 (y_{t-1} - mu)^2 (t ≥ 2), s_t = beta1 s_{t-1} + c_t, so
-s_t = Σ_{j ≤ t} beta1^{t-j} c_j. It is computed as a parallel prefix scan (Hillis-Steele):
-for d = 1, 2, 4, ... < T, s_t += beta1^d s_{t-d} (out of place; s shifted right by d with
-zeros, ``F.pad``, which the compiler fuses with the product and the sum into one kernel per
-offset: 1.15x the steps/s of slicing and concatenating, garch's compiled loop). After the
-step with offset d, s_t = Σ_{j < 2d} beta1^j c_{t-j}, so ⌈log2 T⌉ = 8 tensor operations
-over (S, T) replace the T = 200 steps of a Python loop over time, with O(S T) memory (a
-Toeplitz matrix of powers would need (S, T, T)).
+c_t = alpha0 + alpha1 (y_{t-1} - mu)^2 (t ≥ 2), s_t = beta1 s_{t-1} + c_t, which is
+``vi.linear_recurrence(c, beta1)``: a parallel prefix scan of ⌈log2 T⌉ = 8 fused tensor
+operations over (S, T) instead of the T = 200 steps of a Python loop over time (10x
+faster a step), with its gradient written out (1.18x the compiled loop's steps/s of the
+same scan recorded by autograd).
 
 Run: python examples/posteriordb/garch.py [--guide meanfield]
 """
 
 import torch
-import torch.nn.functional as F
 from torch import distributions as dist
 from torch.distributions import constraints
+
+from varbayes import vi
 
 
 def garch(m, data):
@@ -32,10 +30,7 @@ def garch(m, data):
     y = data["y"]
     c = alpha0[..., None] + alpha1[..., None] * (y[:-1] - mu[..., None]) ** 2  # (S, T-1)
     c = torch.cat([(data["sigma1"] ** 2).expand(c.shape[:-1] + (1,)), c], -1)  # (S, T)
-    s2, power, d = c, beta1[..., None], 1  # power = beta1^d
-    while d < len(y):
-        s2 = s2 + power * F.pad(s2[..., :-d], (d, 0))  # s_t += beta1^d s_{t-d}
-        power, d = power * power, 2 * d
+    s2 = vi.linear_recurrence(c, beta1)  # s_t = beta1 s_{t-1} + c_t
     m.observe("y", dist.Normal(mu[..., None], s2.sqrt()), y)
 
 

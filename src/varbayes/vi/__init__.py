@@ -48,6 +48,8 @@ be tensors depending on other latents), plus :data:`ordered_vector`,
 * :mod:`~varbayes.vi.posterior` — :class:`Posterior`: ``sample``, ``summary``,
   ``predictive``, ``to_arviz``, ``khat``, ``trace``, ``steps``, ``converged``;
 * :mod:`~varbayes.vi.psis`      — :func:`psis`: Pareto-smoothed importance weights and k̂;
+* :mod:`~varbayes.vi.recurrence` — :func:`linear_recurrence`: s_t = a s_{t−1} + c_t as a
+  parallel scan with its gradient written out (AR, GARCH, local-level models);
 * :mod:`~varbayes.vi.elbo`      — :func:`elbo` (pathwise, score, analytic, IWAE) and
   :func:`log_evidence` (importance sampling with a standard error);
 * :mod:`~varbayes.vi.guides`    — :class:`MeanFieldNormal`, :class:`FullRankNormal`,
@@ -74,6 +76,7 @@ from varbayes.vi.model import Model, Site
 from varbayes.vi.models import LinearRegression, LogisticRegression, LogJoint
 from varbayes.vi.posterior import Posterior, Summary
 from varbayes.vi.psis import psis
+from varbayes.vi.recurrence import linear_recurrence
 from varbayes.vi.spec import ModelGuide, guide
 from varbayes.vi.supports import bijection, ordered_vector, positive_ordered_vector
 from varbayes.vi.svi import SVIResult, SVIState
@@ -91,6 +94,7 @@ __all__ = [
     "find_map",
     "guide",
     "laplace",
+    "linear_recurrence",
     "ordered_vector",
     "positive_ordered_vector",
     "psis",
