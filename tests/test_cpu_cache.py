@@ -104,3 +104,14 @@ def test_the_environment_switch_turns_it_off(monkeypatch):
     assert cpu_cache.library() is None
     with cpu_cache.cached_cpu_allocations() as on:
         assert not on
+
+
+def test_a_read_only_cache_directory_builds_in_a_temporary_one(monkeypatch, tmp_path):
+    blocked = tmp_path / "file"  # a file where the cache directory's parent should be
+    blocked.write_text("")
+    monkeypatch.setattr(cpu_cache, "_cache_dir", lambda: blocked / "varbayes" / "cpu_cache")
+    (tmp_path / "tmp").mkdir()
+    monkeypatch.setattr(cpu_cache.tempfile, "gettempdir", lambda: str(tmp_path / "tmp"))
+    path = cpu_cache._build(cpu_cache._compiler())
+    assert path.is_file() and path.is_relative_to(tmp_path / "tmp")
+    assert not list((tmp_path / "tmp").rglob("*.tmp"))  # nothing half-written left

@@ -17,8 +17,9 @@ better, and with it in place the cache changes little.
 
 The C++ file is compiled once per torch version with the C++ compiler that
 ``torch.compile`` uses (``$CXX``, else ``g++`` or ``c++``), against torch's own headers
-and ``libc10``, into ``$XDG_CACHE_HOME/varbayes/cpu_cache`` (``~/.cache`` by default;
-about a second), then loaded with :mod:`ctypes`. Where that is impossible (no compiler,
+and ``libc10``, into ``$XDG_CACHE_HOME/varbayes/cpu_cache`` (``~/.cache`` by default, a
+temporary directory where that is read-only; about a second), then loaded with
+:mod:`ctypes`. Where that is impossible (no compiler,
 not Linux) or ``VARBAYES_CPU_CACHE=0`` is set, the context does nothing (and says why
 once, in a warning, when the build failed).
 """
@@ -69,12 +70,19 @@ def _build(cxx: str) -> Path:
     key = hashlib.sha256(
         source + torch.__version__.encode() + cxx.encode() + str(torch_dir).encode()
     ).hexdigest()[:16]
-    out_dir = _cache_dir()
-    target = out_dir / f"cpu_cache-{key}.so"
-    if target.is_file():
-        return target
-    out_dir.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=out_dir, suffix=".so.tmp")
+    fallback = Path(tempfile.gettempdir()) / f"varbayes-cpu-cache-{os.getuid()}"
+    for out_dir in (_cache_dir(), fallback):
+        target = out_dir / f"cpu_cache-{key}.so"
+        if target.is_file():
+            return target
+        try:  # a read-only cache directory: the temporary one
+            out_dir.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=out_dir, suffix=".so.tmp")
+            break
+        except OSError:
+            continue
+    else:
+        raise RuntimeError(f"no writable directory for the library (tried {_cache_dir()})")
     os.close(fd)
     abi = int(torch.compiled_with_cxx11_abi())
     cmd = [
