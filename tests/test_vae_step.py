@@ -14,6 +14,7 @@ import torch
 from test_vae_train import CFG, DATA, weights
 
 from varbayes.vae.checkpoint import load_checkpoint
+from varbayes.vae.model import VAE
 from varbayes.vae.train import Trainer, TrainingDivergedError, train
 
 # 160 images in batches of 24: six full batches and a last one of 16 (two compiled shapes)
@@ -75,7 +76,13 @@ def test_the_compiled_step_takes_the_eager_steps(tmp_path, precision):
 def test_every_model_kind_compiles_and_takes_the_eager_steps(tmp_path, kind):
     """IWAE, the Monte Carlo KL, the VampPrior and a two-layer IWAE model compile as one
     graph and take the eager steps."""
-    _takes_the_eager_steps(tmp_path, STEP_CFG.replace(epochs=1, **KINDS[kind]))
+    cfg = STEP_CFG.replace(epochs=1, **KINDS[kind])
+    _, comp = _takes_the_eager_steps(tmp_path, cfg)
+    with torch.random.fork_rng():
+        torch.manual_seed(cfg.seed)
+        initial = weights(VAE(cfg))  # the trainer's starting weights
+    moved = [k for k, v in weights(comp.model).items() if not torch.equal(v, initial[k])]
+    assert moved == list(initial)  # every weight was trained
 
 
 def test_a_compiled_run_resumes_bit_for_bit_and_from_an_eager_checkpoint(tmp_path):
@@ -133,8 +140,6 @@ def test_a_model_that_does_not_compile_is_refused_with_the_reason(tmp_path, monk
     """A forward with a host read (a graph break) cannot be one graph: a ValueError that
     names compile='step' and the alternatives, with the weights left as they were and no
     checkpoint written."""
-    from varbayes.vae.model import VAE
-
     forward = VAE.forward
 
     def with_host_read(self, x, **kwargs):

@@ -19,7 +19,18 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["adam_update", "bias_corrections"]
+__all__ = ["adam_state", "adam_update", "bias_corrections"]
+
+
+def adam_state(optimizer: torch.optim.Optimizer, param: torch.Tensor) -> dict:
+    """The optimizer's state of ``param`` (``step``, ``exp_avg``, ``exp_avg_sq``), created
+    as torch's Adam creates it on its first step where it is still empty."""
+    state = optimizer.state[param]
+    if not state:
+        state["step"] = torch.zeros((), dtype=torch.float32, device=param.device)
+        state["exp_avg"] = torch.zeros_like(param, memory_format=torch.preserve_format)
+        state["exp_avg_sq"] = torch.zeros_like(param, memory_format=torch.preserve_format)
+    return state
 
 
 def bias_corrections(t, lr: float, beta1: float, beta2: float):

@@ -11,17 +11,16 @@ freed, kept on a free list of their size (at most 64 MiB in all) for the next re
 that size; on the way out the previous allocator comes back and the lists are emptied
 (a block still in use is freed to the C library when its tensor goes). The numbers
 computed are the same: only where the memory comes from changes (tested bit for bit).
-Measured in one process against the default allocator (``BENCHMARKS.md``): 1.2-1.5x the
-compiled loop's steps/s on the posteriordb models; preloading tcmalloc does as well or
-better, and with it in place the cache changes little.
+Measured in one process against the default allocator (``BENCHMARKS.md``): 1.1-1.7x the
+compiled loop's steps/s on the posteriordb models.
 
 The C++ file is compiled once per torch version with the C++ compiler that
 ``torch.compile`` uses (``$CXX``, else ``g++`` or ``c++``), against torch's own headers
 and ``libc10``, into ``$XDG_CACHE_HOME/varbayes/cpu_cache`` (``~/.cache`` by default, a
 temporary directory where that is read-only; about a second), then loaded with
-:mod:`ctypes`. Where that is impossible (no compiler,
-not Linux) or ``VARBAYES_CPU_CACHE=0`` is set, the context does nothing (and says why
-once, in a warning, when the build failed).
+:mod:`ctypes`. Where that is impossible (no compiler, not Linux) or
+``VARBAYES_CPU_CACHE=0`` is set, the context does nothing (and says why once, in a
+warning, when the build failed).
 """
 
 from __future__ import annotations

@@ -36,26 +36,13 @@ a process-wide flag read by the products at run time, so it goes around the call
 from __future__ import annotations
 
 import contextlib
-import types
 
 import torch
 from torch.func import functional_call, grad_and_value
 
-from varbayes.adam import adam_update, bias_corrections
+from varbayes.adam import adam_state, adam_update, bias_corrections
 
 __all__ = ["CompiledStep"]
-
-
-def _own_code(f: types.FunctionType) -> types.FunctionType:
-    """``f`` with a code object of its own.
-
-    ``torch.compile`` keeps its compiled graphs per code object and reuses one when its
-    guards pass; these guards miss an autocast context entered in a closure under
-    ``torch.func.grad_and_value`` (torch 2.13: a bf16-mixed step reused an fp32 step's
-    graph in the same process). Each :class:`CompiledStep` therefore compiles its own.
-    """
-    code = f.__code__.replace()
-    return types.FunctionType(code, f.__globals__, f.__name__, f.__defaults__, f.__closure__)
 
 
 class CompiledStep:
@@ -92,14 +79,9 @@ class CompiledStep:
         self.optimizer = optimizer
         self._names = [n for n, _ in named]
         self._params = [p for _, p in named]
-        for p in self._params:
-            st = optimizer.state[p]
-            if not st:  # as torch's fused Adam creates it on its first step
-                st["step"] = torch.tensor(0.0, dtype=torch.float32, device=p.device)
-                st["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-                st["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-        self._m = [optimizer.state[p]["exp_avg"] for p in self._params]
-        self._v = [optimizer.state[p]["exp_avg_sq"] for p in self._params]
+        states = [adam_state(optimizer, p) for p in self._params]
+        self._m = [st["exp_avg"] for st in states]
+        self._v = [st["exp_avg_sq"] for st in states]
         self._beta1, self._beta2 = group["betas"]
         adam_eps = group["eps"]
         beta1, beta2 = self._beta1, self._beta2
@@ -127,8 +109,11 @@ class CompiledStep:
 
         device = self._params[0].device
         options = {"cpp_wrapper": True} if device.type == "cpu" else None
+        # isolate_recompiles: each CompiledStep keeps its own graphs. With a shared cache the
+        # guards miss an autocast entered in a closure under grad_and_value (torch 2.13: a
+        # bf16-mixed step reused an fp32 step's graph in the same process).
         self._compiled = torch.compile(
-            _own_code(step), fullgraph=True, dynamic=False, options=options
+            step, fullgraph=True, dynamic=False, options=options, isolate_recompiles=True
         )
         self._shapes: set[tuple] = set()
         self._last_t = int(optimizer.state[self._params[0]]["step"])
@@ -139,20 +124,18 @@ class CompiledStep:
         scalars = torch.tensor([beta, step_size, bc2_sqrt], dtype=torch.float32).to(x.device)
         outside_forward, outside_backward = self._outside
         shape = (tuple(x.shape), tuple(eps.shape))
-        if shape in self._shapes:  # compiled for it already: check its guards only
-            with (
-                torch.compiler.set_stance(skip_guard_eval_unsafe=True),
-                torch.no_grad(),
-                outside_forward(),
-                outside_backward(),
-            ):
-                out = self._compiled(self._params, self._m, self._v, x, eps, scalars)
-            self._last_t = t
-            return out
+        seen = shape in self._shapes  # compiled for it already: check its shape guards only
+        stance = (
+            torch.compiler.set_stance(skip_guard_eval_unsafe=True)
+            if seen
+            else contextlib.nullcontext()
+        )
         try:
-            with torch.no_grad(), outside_forward(), outside_backward():
+            with stance, torch.no_grad(), outside_forward(), outside_backward():
                 out = self._compiled(self._params, self._m, self._v, x, eps, scalars)
         except Exception as exc:
+            if seen:
+                raise
             first = (str(exc).strip().splitlines() or [""])[0]
             raise ValueError(
                 f"compile='step': this model's training step does not compile as one graph "

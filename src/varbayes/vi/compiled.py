@@ -61,7 +61,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from varbayes.adam import adam_update, bias_corrections
+from varbayes.adam import adam_state, adam_update, bias_corrections
 from varbayes.vi.drawn import randn
 from varbayes.vi.elbo import objective
 from varbayes.vi.guides import Guide
@@ -223,12 +223,7 @@ class CompiledStep:
     def _adam_state(self, optimizer) -> tuple:
         """(m, v, t, lr, β₁, β₂, ε): the default Adam's state tensors for λ (created as
         torch's Adam creates them, if it has not stepped yet) and its settings."""
-        flat = self.guide.flat
-        state = optimizer.state[flat]
-        if not state:
-            state["step"] = torch.zeros((), dtype=torch.float32, device=flat.device)
-            state["exp_avg"] = torch.zeros_like(flat, memory_format=torch.preserve_format)
-            state["exp_avg_sq"] = torch.zeros_like(flat, memory_format=torch.preserve_format)
+        state = adam_state(optimizer, self.guide.flat)
         group = optimizer.param_groups[0]
         beta1, beta2 = group["betas"]
         return (
